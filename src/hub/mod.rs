@@ -1,0 +1,369 @@
+//! The node's local registry: which connections exist, who they are, and which
+//! channels each is subscribed to; and the fan-out of a publication into the bounded
+//! queues of the local subscribers. Knows nothing of the broker or of sockets.
+
+mod outbox;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::value::RawValue;
+
+pub use outbox::{Item, Outbox, Pushed};
+
+use crate::channel::ChannelName;
+use crate::metrics::Metrics;
+use crate::protocol::{ClientInfo, CloseCode, Publication};
+
+pub type ConnId = u64;
+
+/// Formats a connection id the way clients and the API see it.
+pub fn conn_id_string(id: ConnId) -> String {
+    format!("{id:016x}")
+}
+
+pub fn parse_conn_id(s: &str) -> Option<ConnId> {
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+/// Who a connection currently is; changes when an anonymous session authenticates.
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    pub user_id: Option<Arc<str>>,
+    pub session_id: Option<Arc<str>>,
+    pub info: Option<Arc<RawValue>>,
+}
+
+impl Who {
+    pub fn client_info(&self) -> ClientInfo {
+        ClientInfo {
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+            info: self.info.clone(),
+        }
+    }
+}
+
+/// The part of a connection other tasks may touch: its queue and identity.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub outbox: Outbox,
+    // Read on targeted (`to`) deliveries and API lookups, written once or twice in a
+    // connection's life: an RwLock of a few pointers.
+    who: RwLock<Who>,
+}
+
+impl ConnHandle {
+    pub fn new(id: ConnId, send_queue: usize) -> ConnHandle {
+        ConnHandle {
+            id,
+            outbox: Outbox::new(send_queue),
+            who: RwLock::new(Who::default()),
+        }
+    }
+
+    pub fn who(&self) -> Who {
+        self.who.read().clone()
+    }
+
+    fn matches_target(&self, to: &str) -> bool {
+        let w = self.who.read();
+        w.user_id.as_deref() == Some(to) || w.session_id.as_deref() == Some(to)
+    }
+
+    pub fn close(&self, code: CloseCode, reason: Option<String>) {
+        self.outbox.push_control(Item::Close(code, reason));
+    }
+}
+
+struct Sub {
+    conn: Arc<ConnHandle>,
+    /// Publications with an offset at or below this were already sent to this
+    /// subscriber as part of its subscribe (history replay) and are skipped live.
+    skip_until: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    subs: HashMap<ConnId, Sub>,
+    /// Highest offset delivered on this node for the channel. Atomic because fan-out
+    /// updates it under the shard's read lock.
+    last_offset: AtomicU64,
+}
+
+/// The subscriber set moved while a subscribe read history: read it again.
+#[derive(Debug)]
+pub struct Retry;
+
+const SHARDS: usize = 64;
+
+pub struct Hub {
+    // Sharded so that fan-out on one channel (read lock) does not stall subscribes to
+    // others; a sync lock because fan-out never awaits.
+    shards: Box<[RwLock<HashMap<ChannelName, Entry>>]>,
+    conns: RwLock<HashMap<ConnId, Arc<ConnHandle>>>,
+    /// Connection ids per user, oldest first (per-user limit, API by user id).
+    users: Mutex<HashMap<Arc<str>, Vec<ConnId>>>,
+    /// Serialises broker subscribe/unsubscribe of one channel (held across the broker
+    /// call, hence async), chosen from a fixed pool by the channel's hash.
+    channel_locks: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
+    next_id: AtomicU64,
+    subscriptions: AtomicUsize,
+    channels: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            conns: RwLock::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            channel_locks: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: Default::default(),
+            // Random start: connection ids of different nodes do not collide in practice.
+            next_id: AtomicU64::new(rand::random::<u64>() >> 1),
+            subscriptions: AtomicUsize::new(0),
+            channels: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    fn slot(&self, ch: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        ch.hash(&mut h);
+        (h.finish() as usize) % SHARDS
+    }
+
+    fn shard(&self, ch: &str) -> &RwLock<HashMap<ChannelName, Entry>> {
+        &self.shards[self.slot(ch)]
+    }
+
+    pub fn channel_lock(&self, ch: &ChannelName) -> &tokio::sync::Mutex<()> {
+        &self.channel_locks[self.slot(ch.as_str())]
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, conn: Arc<ConnHandle>) {
+        self.conns.write().insert(conn.id, conn);
+        self.metrics.connections.increment(1.0);
+    }
+
+    /// Forgets a closed connection. Its channel subscriptions are removed by the caller.
+    pub fn unregister(&self, conn: &ConnHandle) {
+        if self.conns.write().remove(&conn.id).is_none() {
+            return;
+        }
+        self.metrics.connections.decrement(1.0);
+        if let Some(user) = conn.who().user_id {
+            let mut users = self.users.lock();
+            if let Some(ids) = users.get_mut(&user) {
+                ids.retain(|&i| i != conn.id);
+                if ids.is_empty() {
+                    users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Sets who a connection is; a new user id is indexed (newest last).
+    pub fn set_who(&self, conn: &ConnHandle, who: Who) {
+        let old_user = {
+            let mut w = conn.who.write();
+            let old = w.user_id.clone();
+            *w = who.clone();
+            old
+        };
+        if old_user != who.user_id {
+            let mut users = self.users.lock();
+            if let Some(old) = old_user {
+                if let Some(ids) = users.get_mut(&old) {
+                    ids.retain(|&i| i != conn.id);
+                }
+            }
+            if let Some(new) = who.user_id {
+                users.entry(new).or_default().push(conn.id);
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.lock().len()
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<Arc<ConnHandle>> {
+        self.conns.read().get(&id).cloned()
+    }
+
+    /// The user's connections on this node, oldest first.
+    pub fn user_conns(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        let ids = self.users.lock().get(user).cloned().unwrap_or_default();
+        let conns = self.conns.read();
+        ids.iter().filter_map(|i| conns.get(i).cloned()).collect()
+    }
+
+    pub fn session_conns(&self, session: &str) -> Vec<Arc<ConnHandle>> {
+        self.conns
+            .read()
+            .values()
+            .filter(|c| c.who.read().session_id.as_deref() == Some(session))
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_conns(&self) -> Vec<Arc<ConnHandle>> {
+        self.conns.read().values().cloned().collect()
+    }
+
+    pub fn has_subscribers(&self, ch: &ChannelName) -> bool {
+        self.shard(ch.as_str())
+            .read()
+            .get(ch)
+            .is_some_and(|e| !e.subs.is_empty())
+    }
+
+    /// Makes sure deliveries for `ch` are tracked before the broker subscription is made.
+    pub fn ensure_channel(&self, ch: &ChannelName) {
+        let mut shard = self.shard(ch.as_str()).write();
+        if !shard.contains_key(ch) {
+            shard.insert(ch.clone(), Entry::default());
+            let n = self.channels.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.channels.set(n as f64);
+        }
+    }
+
+    /// Drops the channel's entry when no one is subscribed; true when it did.
+    pub fn remove_channel_if_empty(&self, ch: &ChannelName) -> bool {
+        let mut shard = self.shard(ch.as_str()).write();
+        if shard.get(ch).is_some_and(|e| e.subs.is_empty()) {
+            shard.remove(ch);
+            let n = self.channels.fetch_sub(1, Ordering::Relaxed) - 1;
+            self.metrics.channels.set(n as f64);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds a subscriber. `newest` is the history's newest offset the caller read (0
+    /// without history); if a newer publication was delivered since, the caller must
+    /// read again. `before` runs under the lock, so what it queues (the `subscribed`
+    /// reply, replayed history) precedes every live publication.
+    pub fn add_subscriber(
+        &self,
+        ch: &ChannelName,
+        conn: &Arc<ConnHandle>,
+        newest: u64,
+        before: impl FnOnce(),
+    ) -> Result<(), Retry> {
+        let mut shard = self.shard(ch.as_str()).write();
+        let entry = shard.entry(ch.clone()).or_insert_with(|| {
+            let n = self.channels.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.channels.set(n as f64);
+            Entry::default()
+        });
+        if entry.last_offset.load(Ordering::Relaxed) > newest {
+            return Err(Retry);
+        }
+        before();
+        let sub = Sub {
+            conn: conn.clone(),
+            skip_until: newest,
+        };
+        if entry.subs.insert(conn.id, sub).is_none() {
+            let n = self.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.subscriptions.set(n as f64);
+        }
+        Ok(())
+    }
+
+    /// Removes a subscriber; true when it was the channel's last local one.
+    pub fn remove_subscriber(&self, ch: &ChannelName, conn: ConnId) -> bool {
+        let mut shard = self.shard(ch.as_str()).write();
+        let Some(entry) = shard.get_mut(ch) else {
+            return false;
+        };
+        if entry.subs.remove(&conn).is_some() {
+            let n = self.subscriptions.fetch_sub(1, Ordering::Relaxed) - 1;
+            self.metrics.subscriptions.set(n as f64);
+        }
+        entry.subs.is_empty()
+    }
+
+    /// Fans a publication out to the local subscribers of its channel. The bytes are
+    /// encoded once and shared; a full queue closes that subscriber alone (4010).
+    pub fn deliver(&self, p: &Publication) {
+        let shard = self.shard(&p.channel).read();
+        let Some(entry) = shard.get(&*p.channel) else {
+            return;
+        };
+        if let Some(o) = p.offset {
+            entry.last_offset.fetch_max(o, Ordering::Relaxed);
+        }
+        let bytes = p.bytes();
+        let mut overflowed = 0;
+        for sub in entry.subs.values() {
+            if p.offset.is_some_and(|o| o <= sub.skip_until) {
+                continue;
+            }
+            if let Some(to) = &p.to {
+                if !sub.conn.matches_target(to) {
+                    continue;
+                }
+            }
+            if sub.conn.outbox.push_data(bytes.clone(), Some(p.accepted)) == Pushed::Overflowed {
+                overflowed += 1;
+            }
+        }
+        if overflowed > 0 {
+            self.metrics.slow_consumers.increment(overflowed);
+        }
+    }
+
+    /// Channels with local subscribers, with their counts.
+    pub fn channels(&self, prefix: Option<&str>) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (ch, e) in shard.read().iter() {
+                if !e.subs.is_empty() && prefix.is_none_or(|p| ch.as_str().starts_with(p)) {
+                    out.push((ch.to_string(), e.subs.len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().values().filter(|e| !e.subs.is_empty()).count())
+            .sum()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Connections subscribed to `ch` on this node.
+    pub fn subscribers(&self, ch: &ChannelName) -> Vec<Arc<ConnHandle>> {
+        self.shard(ch.as_str())
+            .read()
+            .get(ch)
+            .map(|e| e.subs.values().map(|s| s.conn.clone()).collect())
+            .unwrap_or_default()
+    }
+}

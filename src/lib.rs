@@ -1,0 +1,36 @@
+//! switchyard: a real-time WebSocket gateway for commerce platforms.
+//!
+//! Bytes travel `ws` (socket, frames) → `protocol` (typed messages) → `ws::session`
+//! (what a message means) → `hub` (local registry, fan-out) ↔ `broker` (memory |
+//! redis: delivery between nodes, history, presence). `api` is the HTTP surface,
+//! `node` the shared state, `server` the accept loop and lifecycle.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod channel;
+pub mod config;
+pub mod hub;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use node::Node;
+
+/// Builds a node from `config` and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let node: Arc<Node> = Node::new(config)?;
+    server::serve(node, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! One task per connection: reads frames when the socket is readable, writes what the
+//! outbox holds when it is writable, and keeps the timers (ping, pong timeout, auth
+//! timeout, token expiry, write timeout). Idle, it holds no read or write buffer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, Sleep};
+
+use super::codec::{self, CodecError, Incoming, Reader};
+use super::session::Session;
+use super::Setup;
+use crate::hub::{ConnHandle, Item};
+use crate::metrics::DISCONNECTS;
+use crate::node::Node;
+use crate::protocol::{CloseCode, ServerMessage};
+
+/// Stop pulling from the outbox while this much is waiting for the socket: the
+/// outbox then fills and a reader that stays stalled becomes a slow consumer.
+const HIGH_WATER: usize = 256 * 1024;
+/// Items moved from the outbox per pass, so one connection cannot hog a worker.
+const DRAIN_BATCH: usize = 256;
+/// A write buffer bigger than this is released once flushed.
+const KEEP_WBUF: usize = 16 * 1024;
+/// How long a closing connection waits for the client's close before dropping TCP.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How the connection ended, for the disconnect metric.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Ended {
+    /// We sent a close frame with this code.
+    Closed(u16),
+    /// The client closed (close frame, with its code, or EOF).
+    ClientClosed(u16),
+    /// Dropped without a close handshake (pong timeout, write timeout, I/O error).
+    Dropped(&'static str),
+}
+
+pub(super) struct Closing {
+    code: u16,
+    deadline: Instant,
+}
+
+pub(super) struct Conn {
+    pub(super) node: Arc<Node>,
+    pub(super) handle: Arc<ConnHandle>,
+    stream: TcpStream,
+    reader: Reader,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Acceptance time of the oldest publication waiting in `wbuf`.
+    oldest: Option<StdInstant>,
+    unflushed_msgs: u64,
+    write_stalled: Option<Instant>,
+    last_seen: Instant,
+    next_ping: Instant,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Instant,
+    closing: Option<Closing>,
+    /// Set once a close is requested: later client frames are not acted on.
+    stop_reading: bool,
+    pub(super) session: Session,
+}
+
+pub(super) async fn run(
+    node: Arc<Node>,
+    handle: Arc<ConnHandle>,
+    stream: TcpStream,
+    leftover: Bytes,
+    setup: Setup,
+) {
+    let _ = stream.set_nodelay(true);
+    let now = Instant::now();
+    let limits = &node.config.limits;
+    let session = Session::new(&node, &setup, now.into_std());
+    let far = now + Duration::from_secs(3600);
+    let mut conn = Conn {
+        stream,
+        reader: Reader::default(),
+        wbuf: Vec::new(),
+        wpos: 0,
+        oldest: None,
+        unflushed_msgs: 0,
+        write_stalled: None,
+        last_seen: now,
+        next_ping: now + limits.ping_interval,
+        timer: Box::pin(tokio::time::sleep_until(far)),
+        timer_at: far,
+        closing: None,
+        stop_reading: false,
+        session,
+        node: node.clone(),
+        handle,
+    };
+    let ended = conn.drive(setup, leftover).await;
+    conn.finish(ended).await;
+}
+
+impl Conn {
+    async fn drive(&mut self, setup: Setup, leftover: Bytes) -> Ended {
+        self.start(setup).await;
+        if !leftover.is_empty() {
+            if let Err(e) = self.feed(&leftover).await {
+                return e;
+            }
+        }
+        loop {
+            if let Err(e) = self.pull_outbox().await {
+                return e;
+            }
+            if let Err(e) = self.flush() {
+                return e;
+            }
+            if let Some(c) = &self.closing {
+                if self.wpos >= self.wbuf.len() {
+                    return self.linger(c.code).await;
+                }
+            }
+            let deadline = self.next_deadline();
+            if deadline != self.timer_at {
+                self.timer_at = deadline;
+                self.timer.as_mut().reset(deadline);
+            }
+            let can_pull = self.closing.is_none() && self.wbuf.len() - self.wpos < HIGH_WATER;
+            let want_write = self.wpos < self.wbuf.len();
+            let can_read = !self.stop_reading;
+            tokio::select! {
+                _ = self.handle.outbox.notified(), if can_pull => {}
+                r = self.stream.writable(), if want_write => {
+                    if r.is_err() { return Ended::Dropped("io"); }
+                }
+                r = self.stream.readable(), if can_read => {
+                    if r.is_err() { return Ended::Dropped("io"); }
+                    if let Err(e) = self.read().await { return e; }
+                }
+                _ = self.timer.as_mut() => {
+                    if let Err(e) = self.on_timer().await { return e; }
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let limits = &self.node.config.limits;
+        let mut d = self.next_ping.min(self.last_seen + limits.pong_timeout);
+        if let Some(t) = self.write_stalled {
+            d = d.min(t + limits.write_timeout);
+        }
+        if let Some(c) = &self.closing {
+            d = d.min(c.deadline);
+        }
+        if let Some(t) = self.session.deadline() {
+            d = d.min(Instant::from_std(t));
+        }
+        d
+    }
+
+    async fn on_timer(&mut self) -> Result<(), Ended> {
+        let now = Instant::now();
+        let limits = &self.node.config.limits;
+        if now >= self.last_seen + limits.pong_timeout {
+            return Err(Ended::Dropped("pong_timeout"));
+        }
+        if self
+            .write_stalled
+            .is_some_and(|t| now >= t + limits.write_timeout)
+        {
+            return Err(Ended::Dropped("write_timeout"));
+        }
+        if self.closing.as_ref().is_some_and(|c| now >= c.deadline) {
+            return Err(Ended::Dropped("write_timeout"));
+        }
+        if now >= self.next_ping {
+            codec::put_ping(&mut self.wbuf);
+            self.next_ping = now + limits.ping_interval;
+        }
+        if let Some(code) = self.session.on_timer(now.into_std()) {
+            self.close(code, None);
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has, then handles every complete message.
+    async fn read(&mut self) -> Result<(), Ended> {
+        let mut buf = Vec::new();
+        let eof = self.read_available(&mut buf)?;
+        if !buf.is_empty() {
+            self.feed(&buf).await?;
+        }
+        if eof {
+            return Err(Ended::ClientClosed(1006));
+        }
+        Ok(())
+    }
+
+    /// Non-blocking reads into a stack buffer; returns whether the peer closed. The
+    /// bytes are copied out only when there are some, so idle sockets cost nothing.
+    fn read_available(&mut self, out: &mut Vec<u8>) -> Result<bool, Ended> {
+        let mut chunk = [0u8; 4096];
+        for _ in 0..16 {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Err(Ended::Dropped("io")),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn feed(&mut self, data: &[u8]) -> Result<(), Ended> {
+        self.last_seen = Instant::now();
+        let max = self.node.config.limits.max_message_size;
+        let mut msgs = Vec::new();
+        let parsed = self.reader.feed(data, max, &mut msgs);
+        for m in msgs {
+            if self.stop_reading {
+                break;
+            }
+            match m {
+                Incoming::Text(text) => self.on_text(text).await,
+                Incoming::Binary => self.on_binary(),
+                Incoming::Ping(data) => codec::put_pong(&mut self.wbuf, &data),
+                Incoming::Pong => {}
+                Incoming::Close(code) => {
+                    // Echo the close and end: the client started the handshake.
+                    let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(1000);
+                    codec::put_close(&mut self.wbuf, code, "");
+                    let _ = self.flush();
+                    return Err(Ended::ClientClosed(code));
+                }
+            }
+        }
+        if let Err(e) = parsed {
+            let code = match e {
+                CodecError::TooBig => CloseCode::MessageTooBig,
+                CodecError::InvalidUtf8 => CloseCode::InvalidUtf8,
+                CodecError::Protocol(_) => CloseCode::ProtocolError,
+            };
+            self.close(code, None);
+        }
+        Ok(())
+    }
+
+    /// Queues a reply or event for this connection (in order with publications).
+    pub(super) fn send(&self, bytes: Bytes) {
+        self.handle.outbox.push_data(bytes, None);
+    }
+
+    /// Asks to close: `disconnect` and the close frame follow what is already queued.
+    pub(super) fn close(&mut self, code: CloseCode, reason: Option<String>) {
+        self.stop_reading = true;
+        self.handle.outbox.push_control(Item::Close(code, reason));
+    }
+
+    fn begin_close(&mut self, code: CloseCode, reason: Option<String>) {
+        if self.closing.is_some() {
+            return;
+        }
+        let reason = reason.unwrap_or_else(|| code.reason().to_owned());
+        let msg = ServerMessage::Disconnect {
+            code,
+            reason: &reason,
+        }
+        .to_bytes(None);
+        codec::put_text(&mut self.wbuf, &msg);
+        codec::put_close(&mut self.wbuf, code.code(), &reason);
+        self.stop_reading = true;
+        self.closing = Some(Closing {
+            code: code.code(),
+            deadline: Instant::now() + self.node.config.limits.write_timeout,
+        });
+    }
+
+    /// Moves queued items into the write buffer and runs queued control items.
+    async fn pull_outbox(&mut self) -> Result<(), Ended> {
+        if self.closing.is_some() {
+            return Ok(());
+        }
+        loop {
+            if self.wbuf.len() - self.wpos >= HIGH_WATER {
+                return Ok(());
+            }
+            let mut items = Vec::new();
+            self.handle.outbox.drain(&mut items, DRAIN_BATCH);
+            if items.is_empty() {
+                return Ok(());
+            }
+            for item in items {
+                match item {
+                    Item::Data(bytes, accepted) => {
+                        if self.closing.is_some() {
+                            continue;
+                        }
+                        codec::put_text(&mut self.wbuf, &bytes);
+                        self.unflushed_msgs += 1;
+                        if self.oldest.is_none() {
+                            self.oldest = accepted;
+                        }
+                    }
+                    Item::Subscribe(ch) => self.server_subscribe(ch).await,
+                    Item::Unsubscribe(ch) => self.server_unsubscribe(ch).await,
+                    Item::Close(code, reason) => {
+                        if code == CloseCode::SlowConsumer {
+                            tracing::debug!(conn = self.handle.id, "slow consumer");
+                        }
+                        self.begin_close(code, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes now, without waiting.
+    fn flush(&mut self) -> Result<(), Ended> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.try_write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(Ended::Dropped("io")),
+                Ok(n) => {
+                    self.wpos += n;
+                    self.write_stalled = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_stalled.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
+                Err(_) => return Err(Ended::Dropped("io")),
+            }
+        }
+        if self.wpos > 0 {
+            self.wpos = 0;
+            self.wbuf.clear();
+            if self.wbuf.capacity() > KEEP_WBUF {
+                self.wbuf = Vec::new();
+            }
+            let m = &self.node.metrics;
+            if self.unflushed_msgs > 0 {
+                m.messages_out.increment(self.unflushed_msgs);
+                self.unflushed_msgs = 0;
+            }
+            if let Some(t) = self.oldest.take() {
+                m.delivery_latency.record(t.elapsed().as_secs_f64());
+            }
+        }
+        self.write_stalled = None;
+        Ok(())
+    }
+
+    /// After our close frame is out: half-close and wait briefly for the client's
+    /// close or EOF, so unread client data does not turn our FIN into a reset that
+    /// could discard the frames we just wrote.
+    async fn linger(&mut self, code: u16) -> Ended {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        let deadline = Instant::now() + LINGER;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
+                Ok(Ok(())) if self.discard_input() => continue,
+                _ => break,
+            }
+        }
+        Ended::Closed(code)
+    }
+
+    /// Reads and drops what the client sent after our close; false at EOF or error.
+    fn discard_input(&self) -> bool {
+        let mut buf = [0u8; 1024];
+        match self.stream.try_read(&mut buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
+    async fn finish(&mut self, ended: Ended) {
+        let code = match ended {
+            Ended::Closed(c) | Ended::ClientClosed(c) => c,
+            Ended::Dropped(why) => {
+                tracing::debug!(conn = self.handle.id, why, "connection dropped");
+                1006
+            }
+        };
+        let code = code.to_string();
+        self.node
+            .metrics
+            .counter(DISCONNECTS, "code", &code)
+            .increment(1);
+        self.session_end().await;
+        self.node.hub.unregister(&self.handle);
+    }
+}

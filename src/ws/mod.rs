@@ -1,0 +1,216 @@
+//! WebSocket endpoints: the HTTP upgrade (origin, limits, token checks that can still
+//! answer with an HTTP status), then one task per connection ([`conn`]) that runs the
+//! socket, and the protocol logic of a session ([`session`]).
+
+pub mod codec;
+mod conn;
+mod rate;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::auth::ConnClaims;
+use crate::channel::ChannelName;
+use crate::config::PerUserPolicy;
+use crate::hub::ConnHandle;
+use crate::metrics::{AUTH_FAILURES, CONNECTIONS_REJECTED};
+use crate::node::Node;
+
+/// What the upgrade learned, handed to the connection task.
+pub(crate) struct Setup {
+    pub claims: Option<ConnClaims>,
+    /// A `resume` query parameter (checked by the session, ignored if invalid).
+    pub resume: Option<String>,
+    /// Channels the route auto-subscribes (`[[routes]]`).
+    pub route: Arc<[ChannelName]>,
+}
+
+fn reject(node: &Node, status: StatusCode, reason: &'static str, message: &str) -> Response {
+    node.metrics
+        .counter(CONNECTIONS_REJECTED, "reason", reason)
+        .increment(1);
+    let body = serde_json::json!({"error": {"code": reason, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Handles `GET /ws` (and every `[[routes]]` path): checks, then switches protocols.
+pub(crate) async fn upgrade(
+    node: Arc<Node>,
+    route: Arc<[ChannelName]>,
+    mut req: Request,
+) -> Response {
+    let headers = req.headers();
+    if req.method() != Method::GET
+        || !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return reject(
+            &node,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a WebSocket upgrade",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        let mut r = reject(
+            &node,
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "WebSocket version 13 required",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return reject(
+            &node,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Sec-WebSocket-Key missing",
+        );
+    };
+    if node.is_draining() {
+        return reject(
+            &node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "node is shutting down",
+        );
+    }
+    let origins = &node.config.auth.allowed_origins;
+    if !origins.is_empty() {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) {
+            return reject(&node, StatusCode::FORBIDDEN, "origin", "origin not allowed");
+        }
+    }
+    let max = node.config.limits.max_connections;
+    if max > 0 && node.hub.connection_count() >= max {
+        return reject(
+            &node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max_connections",
+            "node is full",
+        );
+    }
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let token = bearer(headers).or_else(|| query.get("token").cloned().filter(|t| !t.is_empty()));
+    let claims = match token {
+        Some(t) => match node.auth.verify_connection(&t) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                node.metrics
+                    .counter(AUTH_FAILURES, "reason", e.reason())
+                    .increment(1);
+                return reject(
+                    &node,
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    &e.to_string(),
+                );
+            }
+        },
+        None => None,
+    };
+    let per_user = node.config.limits.max_connections_per_user;
+    if let Some(c) = &claims {
+        if per_user > 0
+            && node.config.limits.per_user_policy == PerUserPolicy::Reject
+            && node.hub.user_conns(&c.user_id).len() >= per_user
+        {
+            return reject(
+                &node,
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_user_limit",
+                "too many connections for this user",
+            );
+        }
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return reject(
+            &node,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "connection cannot be upgraded",
+        );
+    };
+    let setup = Setup {
+        claims,
+        resume: query.get("resume").cloned(),
+        route,
+    };
+    let handle = Arc::new(ConnHandle::new(
+        node.hub.next_conn_id(),
+        node.config.limits.send_queue,
+    ));
+    // Registered before the 101 so concurrent upgrades see each other in the limits.
+    node.hub.register(handle.clone());
+    node.metrics.connections_accepted.increment(1);
+    let task_node = node.clone();
+    tokio::spawn(async move {
+        let stream = match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+                Err(_) => {
+                    tracing::error!("upgraded connection is not a TCP stream");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                None
+            }
+        };
+        match stream {
+            Some((tcp, leftover)) => conn::run(task_node, handle, tcp, leftover, setup).await,
+            None => task_node.hub.unregister(&handle),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, codec::accept_key(&key))
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
