@@ -466,17 +466,6 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // serde reports an unknown field at its parent's path; name the field itself.
-            let key = match inner.split('`').nth(1) {
-                Some(field) if inner.starts_with("unknown field") => {
-                    if key == "." || key.is_empty() {
-                        field.to_owned()
-                    } else {
-                        format!("{key}.{field}")
-                    }
-                }
-                _ => key,
-            };
             key_err(key, inner)
         })?;
         config.validate(dev_mode)?;

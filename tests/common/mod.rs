@@ -27,7 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A minimal valid config plus `extra` TOML (top-level keys first, then tables).
 pub fn config_toml(extra: &str) -> String {
     format!(
-        "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ndrain_period = \"300ms\"\n{extra}\n[auth]\njwt_secret = \"{SECRET}\"\n[api]\nkey = \"{API_KEY}\"\n"
+        "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ndrain_period = \"300ms\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\n{extra}\n"
     )
 }
 
