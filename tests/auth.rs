@@ -35,12 +35,18 @@ async fn refused(node: &TestNode, t: &str) -> String {
 async fn token_sources_header_query_and_message() {
     let node = TestNode::start().await;
     let t = token("42");
-    let mut h = Client::connect_headers(&node.ws_url("/ws"), &[("Authorization", &format!("Bearer {t}"))]).await;
+    let mut h = Client::connect_headers(
+        &node.ws_url("/ws"),
+        &[("Authorization", &format!("Bearer {t}"))],
+    )
+    .await;
     assert_eq!(h.expect("auth_success").await["payload"]["user_id"], "42");
     let mut q = Client::connect(&node.ws_url(&format!("/ws?token={t}"))).await;
     assert_eq!(q.expect("auth_success").await["payload"]["user_id"], "42");
     let mut m = Client::connect(&node.ws_url("/ws")).await;
-    let ok = m.request(json!({"type": "auth", "payload": {"token": t}}), "a1").await;
+    let ok = m
+        .request(json!({"type": "auth", "payload": {"token": t}}), "a1")
+        .await;
     assert_eq!(ok["type"], "auth_success");
     assert_eq!(ok["payload"]["channels"], json!(["user:42"]));
 }
@@ -49,9 +55,27 @@ async fn token_sources_header_query_and_message() {
 async fn bad_tokens_are_refused_with_401_or_auth_error_and_4001() {
     let node = TestNode::start().await;
     assert_eq!(refused(&node, "garbage").await, "401");
-    assert_eq!(refused(&node, &hs(Algorithm::HS256, json!({"sub": "1", "exp": unix_now() - 100}))).await, "401");
-    assert_eq!(refused(&node, &hs(Algorithm::HS256, json!({"sub": "1"}))).await, "401", "exp is required");
-    let forged = sign(Algorithm::HS256, &EncodingKey::from_secret(b"other"), json!({"sub": "1", "exp": exp()}));
+    assert_eq!(
+        refused(
+            &node,
+            &hs(
+                Algorithm::HS256,
+                json!({"sub": "1", "exp": unix_now() - 100})
+            )
+        )
+        .await,
+        "401"
+    );
+    assert_eq!(
+        refused(&node, &hs(Algorithm::HS256, json!({"sub": "1"}))).await,
+        "401",
+        "exp is required"
+    );
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"other"),
+        json!({"sub": "1", "exp": exp()}),
+    );
     assert_eq!(refused(&node, &forged).await, "401");
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,24 +85,36 @@ async fn bad_tokens_are_refused_with_401_or_auth_error_and_4001() {
         b64.encode(json!({"sub": "1", "exp": exp()}).to_string())
     );
     assert_eq!(refused(&node, &none).await, "401", "alg none");
-    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(key_path("rsa.key")).expect("key")).expect("rsa");
+    let rsa =
+        EncodingKey::from_rsa_pem(&std::fs::read(key_path("rsa.key")).expect("key")).expect("rsa");
     assert_eq!(
-        refused(&node, &sign(Algorithm::RS256, &rsa, json!({"sub": "1", "exp": exp()}))).await,
+        refused(
+            &node,
+            &sign(Algorithm::RS256, &rsa, json!({"sub": "1", "exp": exp()}))
+        )
+        .await,
         "401",
         "RS256 is not configured on this node"
     );
     for alg in [Algorithm::HS384, Algorithm::HS512] {
-        assert_eq!(refused(&node, &hs(alg, json!({"sub": "1", "exp": exp()}))).await, "accepted");
+        assert_eq!(
+            refused(&node, &hs(alg, json!({"sub": "1", "exp": exp()}))).await,
+            "accepted"
+        );
     }
 
     let mut c = Client::connect(&node.ws_url("/ws")).await;
-    c.send(json!({"type": "auth", "id": "bad", "payload": {"token": forged}})).await;
+    c.send(json!({"type": "auth", "id": "bad", "payload": {"token": forged}}))
+        .await;
     let e = c.expect("auth_error").await;
     assert_eq!(e["id"], "bad");
     assert_eq!(e["payload"]["code"], "unauthorized");
     let closed = c.closed().await;
     assert_eq!(closed.code, Some(4001));
-    assert_eq!(closed.disconnect.expect("disconnect")["payload"]["reconnect"], false);
+    assert_eq!(
+        closed.disconnect.expect("disconnect")["payload"]["reconnect"],
+        false
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,7 +125,11 @@ async fn public_key_algorithms() {
         ("ec.pub", "ec.key", Algorithm::ES256),
         ("ed.pub", "ed.key", Algorithm::EdDSA),
     ] {
-        let node = TestNode::start_with("", &format!("auth.jwt_public_key_file = \"{}\"", key_path(pubkey))).await;
+        let node = TestNode::start_with(
+            "",
+            &format!("auth.jwt_public_key_file = \"{}\"", key_path(pubkey)),
+        )
+        .await;
         let pem = std::fs::read(key_path(privkey)).expect("key");
         let key = match alg {
             Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
@@ -110,11 +150,19 @@ async fn unauthenticated_connection_only_auth_and_ping_then_4001() {
     let mut c = Client::connect(&node.ws_url("/ws")).await;
     let pong = c.request(json!({"type": "ping"}), "p").await;
     assert_eq!(pong["type"], "pong");
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "public:x"}}), "s").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "public:x"}}),
+            "s",
+        )
+        .await;
     assert_eq!(e["payload"]["code"], "unauthorized");
     let closed = c.closed().await;
     assert_eq!(closed.code, Some(4001));
-    assert_eq!(closed.disconnect.expect("disconnect")["payload"]["reason"], "unauthorized");
+    assert_eq!(
+        closed.disconnect.expect("disconnect")["payload"]["reason"],
+        "unauthorized"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,21 +175,48 @@ async fn claims_user_id_tenant_roles_channels_allow_info() {
     );
     let mut c = Client::connect(&node.ws_url(&format!("/ws?token={t}"))).await;
     let ok = c.expect("auth_success").await;
-    assert_eq!(ok["payload"]["user_id"], "77", "numeric user_id claim accepted");
-    assert_eq!(ok["payload"]["channels"], json!(["user:77", "public:inventory"]));
+    assert_eq!(
+        ok["payload"]["user_id"], "77",
+        "numeric user_id claim accepted"
+    );
+    assert_eq!(
+        ok["payload"]["channels"],
+        json!(["user:77", "public:inventory"])
+    );
     c.subscribe("tenant:shop1").await;
     c.subscribe("admin:dashboard").await;
     c.subscribe("order:ord_123").await;
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "order:other"}}), "o").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "order:other"}}),
+            "o",
+        )
+        .await;
     assert_eq!(e["payload"]["code"], "forbidden");
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "tenant:shop2"}}), "t").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "tenant:shop2"}}),
+            "t",
+        )
+        .await;
     assert_eq!(e["payload"]["code"], "forbidden");
     c.subscribe("chat:r1").await.to_string();
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "chat:r1"}}), "again").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "chat:r1"}}),
+            "again",
+        )
+        .await;
     assert_eq!(e["type"], "subscribed", "subscribe is idempotent");
-    node.publish("public:inventory", "inventory_alert", json!({"sku": "A"})).await;
+    node.publish("public:inventory", "inventory_alert", json!({"sku": "A"}))
+        .await;
     assert_eq!(c.until("inventory_alert").await["payload"]["sku"], "A");
-    let p = c.request(json!({"type": "presence", "payload": {"channel": "chat:r1"}}), "pr").await;
+    let p = c
+        .request(
+            json!({"type": "presence", "payload": {"channel": "chat:r1"}}),
+            "pr",
+        )
+        .await;
     assert_eq!(p["payload"]["clients"][0]["info"]["name"], "Ann");
 }
 
@@ -153,7 +228,10 @@ async fn subscription_tokens_grant_one_channel_to_one_user() {
         .request(json!({"type": "subscribe", "payload": {"channel": "order:123", "token": sub_token("7", "order:123")}}), "ok")
         .await;
     assert_eq!(r["type"], "subscribed");
-    assert_eq!(r["payload"]["offset"], 0, "history channel: offset and epoch present: {r}");
+    assert_eq!(
+        r["payload"]["offset"], 0,
+        "history channel: offset and epoch present: {r}"
+    );
     assert!(r["payload"]["epoch"].as_str().is_some());
     for (tok, why) in [
         (sub_token("7", "order:999"), "other channel"),
@@ -161,7 +239,10 @@ async fn subscription_tokens_grant_one_channel_to_one_user() {
         ("junk".to_owned(), "garbage"),
     ] {
         let e = c
-            .request(json!({"type": "subscribe", "payload": {"channel": "order:124", "token": tok}}), why)
+            .request(
+                json!({"type": "subscribe", "payload": {"channel": "order:124", "token": tok}}),
+                why,
+            )
             .await;
         assert_eq!(e["type"], "error", "{why}: {e}");
     }
@@ -172,13 +253,31 @@ async fn subscription_tokens_grant_one_channel_to_one_user() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_extends_expiry_and_expiry_closes_4011() {
     let node = TestNode::start().await;
-    let short = |secs: u64| hs(Algorithm::HS256, json!({"sub": "5", "exp": unix_now() + secs}));
+    let short = |secs: u64| {
+        hs(
+            Algorithm::HS256,
+            json!({"sub": "5", "exp": unix_now() + secs}),
+        )
+    };
     let mut c = Client::connect(&node.ws_url(&format!("/ws?token={}", short(1)))).await;
     c.expect("auth_success").await;
-    let r = c.request(json!({"type": "auth", "payload": {"token": short(600)}}), "renew").await;
+    let r = c
+        .request(
+            json!({"type": "auth", "payload": {"token": short(600)}}),
+            "renew",
+        )
+        .await;
     assert_eq!(r["type"], "auth_success");
-    let other = c.request(json!({"type": "auth", "payload": {"token": token("6")}}), "other").await;
-    assert_eq!(other["type"], "auth_error", "another user's token does not switch identity");
+    let other = c
+        .request(
+            json!({"type": "auth", "payload": {"token": token("6")}}),
+            "other",
+        )
+        .await;
+    assert_eq!(
+        other["type"], "auth_error",
+        "another user's token does not switch identity"
+    );
     // The renewed connection outlives the first token: a ping two seconds later works.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2100);
     while std::time::Instant::now() < deadline {
@@ -201,22 +300,40 @@ async fn allowed_origins() {
     let node = TestNode::start_with("", "auth.allowed_origins = [\"https://shop.example\"]").await;
     let url = node.ws_url(&format!("/ws?token={}", token("1")));
     assert_eq!(
-        Client::try_connect(&url, &[("Origin", "https://evil.example")]).await.err().as_deref(),
+        Client::try_connect(&url, &[("Origin", "https://evil.example")])
+            .await
+            .err()
+            .as_deref(),
         Some("403")
     );
-    assert_eq!(Client::try_connect(&url, &[]).await.err().as_deref(), Some("403"), "no Origin");
-    let mut ok = Client::try_connect(&url, &[("Origin", "https://shop.example")]).await.expect("allowed");
+    assert_eq!(
+        Client::try_connect(&url, &[]).await.err().as_deref(),
+        Some("403"),
+        "no Origin"
+    );
+    let mut ok = Client::try_connect(&url, &[("Origin", "https://shop.example")])
+        .await
+        .expect("allowed");
     ok.expect("auth_success").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issuer_and_audience_are_checked_when_set() {
     let node = TestNode::start_with("", "auth.issuer = \"shop\"\nauth.audience = \"rt\"").await;
-    let good = hs(Algorithm::HS256, json!({"sub": "1", "exp": exp(), "iss": "shop", "aud": "rt"}));
+    let good = hs(
+        Algorithm::HS256,
+        json!({"sub": "1", "exp": exp(), "iss": "shop", "aud": "rt"}),
+    );
     assert_eq!(refused(&node, &good).await, "accepted");
-    let bad_iss = hs(Algorithm::HS256, json!({"sub": "1", "exp": exp(), "iss": "x", "aud": "rt"}));
+    let bad_iss = hs(
+        Algorithm::HS256,
+        json!({"sub": "1", "exp": exp(), "iss": "x", "aud": "rt"}),
+    );
     assert_eq!(refused(&node, &bad_iss).await, "401");
-    let bad_aud = hs(Algorithm::HS256, json!({"sub": "1", "exp": exp(), "iss": "shop", "aud": "y"}));
+    let bad_aud = hs(
+        Algorithm::HS256,
+        json!({"sub": "1", "exp": exp(), "iss": "shop", "aud": "y"}),
+    );
     assert_eq!(refused(&node, &bad_aud).await, "401");
 }
 
@@ -226,24 +343,40 @@ async fn anonymous_sessions_resume_and_login() {
     let mut a = Client::connect(&node.ws_url("/ws")).await;
     let ok = a.expect("auth_success").await;
     assert_eq!(ok["payload"]["anonymous"], true);
-    let sid = ok["payload"]["session_id"].as_str().expect("session id").to_owned();
+    let sid = ok["payload"]["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
     assert_eq!(sid.len(), 32, "128-bit hex session id");
     let resume = ok["payload"]["resume"].as_str().expect("resume").to_owned();
     a.close().await;
 
     let mut b = Client::connect(&node.ws_url(&format!("/ws?resume={resume}"))).await;
-    assert_eq!(b.expect("auth_success").await["payload"]["session_id"], sid.as_str());
+    assert_eq!(
+        b.expect("auth_success").await["payload"]["session_id"],
+        sid.as_str()
+    );
     let tampered = resume.replacen(&sid[..4], "ffff", 1);
     let mut c = Client::connect(&node.ws_url(&format!("/ws?resume={tampered}"))).await;
     let other = c.expect("auth_success").await;
-    assert_ne!(other["payload"]["session_id"], sid.as_str(), "tampered resume gives a new session");
+    assert_ne!(
+        other["payload"]["session_id"],
+        sid.as_str(),
+        "tampered resume gives a new session"
+    );
 
     // The anonymous customer opens a support chat, then logs in and keeps it.
     b.subscribe(&format!("support:{sid}")).await;
-    let r = b.request(json!({"type": "auth", "payload": {"token": token("u1")}}), "login").await;
+    let r = b
+        .request(
+            json!({"type": "auth", "payload": {"token": token("u1")}}),
+            "login",
+        )
+        .await;
     assert_eq!(r["type"], "auth_success");
     assert_eq!(r["payload"]["user_id"], "u1");
     assert_eq!(r["payload"]["session_id"], sid.as_str());
-    node.publish(&format!("support:{sid}"), "reply", json!({"text": "hello"})).await;
+    node.publish(&format!("support:{sid}"), "reply", json!({"text": "hello"}))
+        .await;
     assert_eq!(b.until("reply").await["payload"]["text"], "hello");
 }

@@ -32,7 +32,8 @@ async fn oversize_frame_closes_1009_after_disconnect() {
     c.send_text(&"x".repeat(1001)).await;
     let (code, texts) = c.until_close().await;
     assert_eq!(code, Some(1009));
-    let last: serde_json::Value = serde_json::from_str(texts.last().expect("disconnect")).expect("json");
+    let last: serde_json::Value =
+        serde_json::from_str(texts.last().expect("disconnect")).expect("json");
     assert_eq!(last["type"], "disconnect");
     assert_eq!(last["payload"]["reason"], "message_too_big");
     assert_eq!(last["payload"]["reconnect"], false);
@@ -69,7 +70,9 @@ async fn rate_limit_answers_excess_frames_and_spares_others() {
     let (mut flood, _) = Client::authed(&node, "f").await;
     let (mut calm, _) = Client::authed(&node, "c").await;
     for i in 0..20 {
-        flood.send(json!({"type": "ping", "id": format!("f{i}")})).await;
+        flood
+            .send(json!({"type": "ping", "id": format!("f{i}")}))
+            .await;
     }
     let (mut pongs, mut limited) = (0, 0);
     for _ in 0..20 {
@@ -84,7 +87,10 @@ async fn rate_limit_answers_excess_frames_and_spares_others() {
             _ => panic!("unexpected {m}"),
         }
     }
-    assert!(pongs >= 5 && limited >= 10, "pongs {pongs}, limited {limited}");
+    assert!(
+        pongs >= 5 && limited >= 10,
+        "pongs {pongs}, limited {limited}"
+    );
     let p = calm.request(json!({"type": "ping"}), "calm").await;
     assert_eq!(p["type"], "pong", "another connection is not affected");
     assert!(metric(&node, "switchyard_rate_limited_total").await >= limited as f64);
@@ -137,7 +143,12 @@ async fn max_subscriptions_counts_auto_subscriptions() {
     let (mut c, _) = Client::authed(&node, "s").await; // user:s is one
     c.subscribe("public:a").await;
     c.subscribe("public:b").await;
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "public:c"}}), "over").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "public:c"}}),
+            "over",
+        )
+        .await;
     assert_eq!(e["payload"]["code"], "limit_exceeded");
 }
 
@@ -147,7 +158,10 @@ async fn max_connections_per_node_refuses_with_503() {
     let (_a, _) = Client::authed(&node, "a").await;
     let (b, _) = Client::authed(&node, "b").await;
     let url = node.ws_url(&format!("/ws?token={}", token("c")));
-    assert_eq!(Client::try_connect(&url, &[]).await.err().as_deref(), Some("503"));
+    assert_eq!(
+        Client::try_connect(&url, &[]).await.err().as_deref(),
+        Some("503")
+    );
     b.close().await;
     eventually("a slot to free up after a close", || {
         let url = url.clone();
@@ -158,9 +172,14 @@ async fn max_connections_per_node_refuses_with_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pings_keep_a_live_client_and_a_silent_one_is_dropped_without_close() {
-    let node = TestNode::start_with("", "limits.ping_interval = \"200ms\"\nlimits.pong_timeout = \"1s\"").await;
+    let node = TestNode::start_with(
+        "",
+        "limits.ping_interval = \"200ms\"\nlimits.pong_timeout = \"1s\"",
+    )
+    .await;
     let (mut live, _) = Client::authed(&node, "live").await;
-    let mut silent = RawClient::connect(node.addr, &format!("/ws?token={}", token("silent")), None).await;
+    let mut silent =
+        RawClient::connect(node.addr, &format!("/ws?token={}", token("silent")), None).await;
     // The live client answers pings (tungstenite does while reading): still up after 8 of them.
     let mut pings = 0;
     while pings < 8 {
@@ -173,14 +192,24 @@ async fn pings_keep_a_live_client_and_a_silent_one_is_dropped_without_close() {
     }
     let p = live.request(json!({"type": "ping"}), "still-here").await;
     assert_eq!(p["type"], "pong");
-    assert!(silent.dropped_without_close(Duration::from_secs(5)).await, "silent client dropped with no close frame");
+    assert!(
+        silent.dropped_without_close(Duration::from_secs(5)).await,
+        "silent client dropped with no close frame"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_reader_is_closed_4010_and_never_delays_a_fast_one() {
     let node = TestNode::start_with("", "limits.send_queue = 64").await;
-    let mut stalled = RawClient::connect(node.addr, &format!("/ws?token={}", token("slow")), Some(4096)).await;
-    stalled.send_text(r#"{"type":"subscribe","payload":{"channel":"public:flood"}}"#).await;
+    let mut stalled = RawClient::connect(
+        node.addr,
+        &format!("/ws?token={}", token("slow")),
+        Some(4096),
+    )
+    .await;
+    stalled
+        .send_text(r#"{"type":"subscribe","payload":{"channel":"public:flood"}}"#)
+        .await;
     let (mut fast, _) = Client::authed(&node, "fast").await;
     fast.subscribe("public:flood").await;
     eventually("both subscribers registered", || async {
@@ -213,13 +242,20 @@ async fn stalled_reader_is_closed_4010_and_never_delays_a_fast_one() {
             .expect("publish");
         assert_eq!(r.status(), 200);
     }
-    let got = tokio::time::timeout(WAIT, reader).await.expect("fast reader finished").expect("task");
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("fast reader finished")
+        .expect("task");
     assert_eq!(got, N);
     // The stalled client now reads: the data already written, then disconnect + 4010.
     let (code, texts) = stalled.until_close().await;
     assert_eq!(code, Some(4010));
-    let last: serde_json::Value = serde_json::from_str(texts.last().expect("disconnect")).expect("json");
+    let last: serde_json::Value =
+        serde_json::from_str(texts.last().expect("disconnect")).expect("json");
     assert_eq!(last["payload"]["reason"], "slow_consumer");
-    assert!(texts.len() < N as usize, "it was cut off, not sent everything");
+    assert!(
+        texts.len() < N as usize,
+        "it was cut off, not sent everything"
+    );
     assert!(metric(&node, "switchyard_slow_consumers_total").await >= 1.0);
 }

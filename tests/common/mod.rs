@@ -27,7 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A minimal valid config plus `extra` TOML (top-level keys first, then tables).
 pub fn config_toml(extra: &str) -> String {
     format!(
-        "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ndrain_period = \"300ms\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\n{extra}\n"
+        "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\n{extra}\n"
     )
 }
 
@@ -47,12 +47,15 @@ impl TestNode {
     /// `top`: top-level keys; `tables`: more TOML tables (may repeat [auth] keys via dotted keys).
     pub async fn start_with(top: &str, tables: &str) -> TestNode {
         let text = format!("{}\n{tables}", config_toml(top));
-        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let config =
+            Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         Self::start_config(config).await
     }
 
     pub async fn start_config(config: Config) -> TestNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -86,7 +89,12 @@ impl TestNode {
     }
 
     pub async fn publish(&self, channel: &str, ty: &str, payload: Value) -> Value {
-        let r = api_post(self, "/api/publish", json!({"channel": channel, "type": ty, "payload": payload})).await;
+        let r = api_post(
+            self,
+            "/api/publish",
+            json!({"channel": channel, "type": ty, "payload": payload}),
+        )
+        .await;
         assert_eq!(r.0, 200, "publish failed: {}", r.1);
         r.1
     }
@@ -190,11 +198,15 @@ pub struct Closed {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        Self::try_connect(url, &[]).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        Self::try_connect(url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"))
     }
 
     pub async fn connect_headers(url: &str, headers: &[(&str, &str)]) -> Client {
-        Self::try_connect(url, headers).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        Self::try_connect(url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"))
     }
 
     /// Connects; an HTTP refusal comes back as `Err(status)` text.
@@ -208,7 +220,9 @@ impl Client {
         }
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
             Err(_) => Err("connect timed out".into()),
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(resp.status().as_u16().to_string()),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                Err(resp.status().as_u16().to_string())
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok((ws, _))) => Ok(Client { ws, pings: 0 }),
         }
@@ -222,11 +236,17 @@ impl Client {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.send(Message::Text(s.to_owned().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(s.to_owned().into()))
+            .await
+            .expect("send");
     }
 
     /// The next JSON message, or `None` if the connection closed first.
@@ -241,7 +261,9 @@ impl Client {
                 .await
                 .unwrap_or_else(|_| panic!("no message within {wait:?}"));
             match msg {
-                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("server sent JSON")),
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("server sent JSON"))
+                }
                 Some(Ok(Message::Ping(_))) => self.pings += 1,
                 Some(Ok(Message::Pong(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
@@ -305,7 +327,12 @@ impl Client {
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
         let id = format!("sub-{channel}");
-        let r = self.request(json!({"type": "subscribe", "payload": {"channel": channel}}), &id).await;
+        let r = self
+            .request(
+                json!({"type": "subscribe", "payload": {"channel": channel}}),
+                &id,
+            )
+            .await;
         assert_eq!(r["type"], "subscribed", "subscribe {channel}: {r}");
         r
     }
@@ -352,7 +379,11 @@ pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("switchyard-{tag}-{}-{}", std::process::id(), rand_suffix()));
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&p).expect("tempdir");
         TempDir(p)
     }
@@ -387,22 +418,42 @@ impl NodeProcess {
         let text = config_toml(extra).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
         let path = dir.0.join("switchyard.toml");
         std::fs::write(&path, format!("{text}\n{tables}")).expect("write config");
+        let log = std::fs::File::create(dir.0.join("stderr.log")).expect("log file");
         let child = Command::new(binary())
             .arg("--config")
             .arg(&path)
+            .env_remove("SWITCHYARD_CONFIG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn switchyard");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let p = NodeProcess { child, addr, _dir: dir };
+        let mut p = NodeProcess {
+            child,
+            addr,
+            _dir: dir,
+        };
         let url = format!("http://{addr}/health");
-        eventually("the node process to answer /health", || {
-            let url = url.clone();
-            async move { http_client().get(&url).send().await.ok().filter(|r| r.status() == 200) }
-        })
-        .await;
-        p
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                let log = std::fs::read_to_string(p._dir.0.join("stderr.log")).unwrap_or_default();
+                panic!("switchyard exited with {status} before answering /health:\n{log}");
+            }
+            if http_client()
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node process did not answer /health"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {

@@ -33,8 +33,14 @@ impl RawClient {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        stream.write_all(req.as_bytes()).await.expect("write upgrade");
-        let mut c = RawClient { stream, buf: Vec::new() };
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .expect("write upgrade");
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
         let head = c.read_until_headers().await;
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
         c
@@ -95,7 +101,9 @@ impl RawClient {
             if self.buf.len() >= 2 {
                 let op = self.buf[0] & 0x0f;
                 let (len, start) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
                     127 if self.buf.len() >= 10 => {
                         let mut b = [0u8; 8];
                         b.copy_from_slice(&self.buf[2..10]);
@@ -108,8 +116,13 @@ impl RawClient {
                     let payload: Vec<u8> = self.buf[start..start + len].to_vec();
                     self.buf.drain(..start + len);
                     return Some(match op {
-                        0x1 => Frame::Text(String::from_utf8(payload).expect("server text is UTF-8")),
-                        0x8 => Frame::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
+                        0x1 => {
+                            Frame::Text(String::from_utf8(payload).expect("server text is UTF-8"))
+                        }
+                        0x8 => Frame::Close(
+                            (payload.len() >= 2)
+                                .then(|| u16::from_be_bytes([payload[0], payload[1]])),
+                        ),
                         0x9 => Frame::Ping,
                         o => Frame::Other(o),
                     });

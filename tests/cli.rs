@@ -1,0 +1,217 @@
+//! SPEC section 10 through the real binary: config errors name the key, environment
+//! overrides, `switchyard token`, and development mode with no config at all.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+fn run_with_config(text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = TempDir::new("cli");
+    let path = dir.0.join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config")
+        .arg(&path)
+        .env_remove("SWITCHYARD_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn bad_config_refuses_to_start_and_names_the_key() {
+    let base = "auth.jwt_secret = \"s\"\n";
+    for (extra, key) in [
+        ("[limits]\nsend_queue = \"many\"", "limits.send_queue"),
+        ("[limits]\nsned_queue = 5", "limits.sned_queue"),
+        ("[limits]\nping_interval = \"soon\"", "limits.ping_interval"),
+        ("listen = \"nowhere\"", "listen"),
+        (
+            "[namespaces.x]\nsubscribe = \"everyone\"",
+            "namespaces.x.subscribe",
+        ),
+        (
+            "[[routes]]\npath = \"/ws/x\"\nsubscribe = [\"bad channel\"]",
+            "routes[0].subscribe",
+        ),
+        ("broker = \"kafka\"", "broker"),
+    ] {
+        let text = if extra.starts_with('[') {
+            format!("{base}{extra}")
+        } else {
+            format!("{extra}\n{base}")
+        };
+        let (code, err) = run_with_config(&text, &[]);
+        assert_ne!(code, 0, "{extra} should be refused");
+        assert!(
+            err.contains(key),
+            "error for {extra:?} should name {key}: {err}"
+        );
+    }
+    let (code, err) = run_with_config(base, &[("SWITCHYARD_LIMITS__CLIENT_RATE", "fast")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("limits.client_rate"), "{err}");
+}
+
+#[test]
+fn token_command_prints_only_a_verifiable_token() {
+    let dir = TempDir::new("tok");
+    let path = dir.0.join("c.toml");
+    std::fs::write(&path, format!("auth.jwt_secret = \"{SECRET}\"\n")).expect("write");
+    let out = Command::new(binary())
+        .args([
+            "token",
+            "--sub",
+            "42",
+            "--tenant",
+            "t1",
+            "--role",
+            "admin",
+            "--subscribe",
+            "public:a",
+            "--ttl",
+            "2h",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let tok = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "only the token on stdout");
+    let cfg =
+        switchyard::Config::from_toml(&format!("auth.jwt_secret = \"{SECRET}\"")).expect("cfg");
+    let claims = switchyard::auth::Auth::from_config(&cfg)
+        .expect("auth")
+        .verify_connection(tok)
+        .expect("valid token");
+    assert_eq!(claims.user_id, "42");
+    assert_eq!(claims.tenant_id.as_deref(), Some("t1"));
+    assert_eq!(claims.roles, vec!["admin"]);
+    assert_eq!(claims.channels, vec!["public:a"]);
+    assert!(claims.exp > switchyard::auth::unix_now() + 7000);
+    // --channel mints a subscription token instead.
+    let out = Command::new(binary())
+        .args(["token", "--sub", "7", "--channel", "order:1"])
+        .env("SWITCHYARD_CONFIG", &path)
+        .output()
+        .expect("run");
+    let sub = String::from_utf8(out.stdout).expect("utf8");
+    let who = switchyard::channel::Identity {
+        user_id: Some("7".into()),
+        ..Default::default()
+    };
+    switchyard::auth::Auth::from_config(&cfg)
+        .expect("auth")
+        .verify_subscription(sub.trim(), "order:1", &who)
+        .expect("subscription token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn development_mode_prints_a_working_token_and_curl() {
+    let port = free_port();
+    let mut child = Command::new(binary())
+        .env_remove("SWITCHYARD_CONFIG")
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_NOT_A_KEY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(5)
+            .collect()
+    })
+    .await
+    .expect("read banner");
+    let text = lines.join("\n");
+    let token = text
+        .split("token=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a token in the banner")
+        .to_owned();
+    let key = text
+        .split("X-API-Key: ")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("an API key in the curl command")
+        .to_owned();
+    assert!(
+        text.contains("curl") && text.contains("/api/publish"),
+        "{text}"
+    );
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws?token={token}")).await;
+    assert_eq!(c.expect("auth_success").await["payload"]["user_id"], "dev");
+    let r = http_client()
+        .post(format!("http://127.0.0.1:{port}/api/publish"))
+        .header("X-API-Key", &key)
+        .json(&json!({"channel": "user:dev", "type": "hello", "payload": {"text": "hi"}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.until("hello").await["payload"]["text"], "hi");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SWITCHYARD_NOT_A_KEY"),
+        "unknown variable warned about: {stderr}"
+    );
+    assert!(
+        !stderr.contains(&token) && !stderr.contains(&key),
+        "secrets never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_overrides_the_file() {
+    let port = free_port();
+    let dir = TempDir::new("env");
+    let path = dir.0.join("c.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:1\"\nauth.jwt_secret = \"from-file\"\napi.key = \"k\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_AUTH__JWT_SECRET", SECRET)
+        .env("SWITCHYARD_NODE_ID", "from-env")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let health = eventually("node on the overridden port", || async move {
+        let r = http_client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        r.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    assert_eq!(health["node"], "from-env");
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws?token={}", token("e"))).await;
+    c.expect("auth_success").await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
