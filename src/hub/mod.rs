@@ -5,7 +5,7 @@
 mod outbox;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -136,9 +136,7 @@ impl Hub {
     }
 
     fn slot(&self, ch: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        ch.hash(&mut h);
-        (h.finish() as usize) % SHARDS
+        (self.hasher.hash_one(ch) as usize) % SHARDS
     }
 
     fn shard(&self, ch: &str) -> &RwLock<HashMap<ChannelName, Entry>> {

@@ -1,7 +1,7 @@
 //! Shared test helpers: a node on port 0 (in process or as the real binary), real
 //! WebSocket clients (tokio-tungstenite, plus a raw one for malformed frames), token
 //! minting, and waits that poll with a deadline instead of sleeping.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod raw;
 
