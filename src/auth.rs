@@ -129,6 +129,8 @@ pub struct MintClaims {
     pub channel: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,
 }

@@ -73,6 +73,7 @@ fn main() {
                 roles,
                 channel,
                 channels: subscribe,
+                allow: Vec::new(),
                 info: None,
             };
             println!("{}", auth.mint(&claims).unwrap_or_else(|e| fail(e)));

@@ -9,16 +9,31 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inventory_route_feed_and_stats() {
-    let node = TestNode::start_with("", "[[routes]]\npath = \"/ws/inventory\"\nsubscribe = [\"public:inventory\"]").await;
+    let node = TestNode::start_with(
+        "",
+        "[[routes]]\npath = \"/ws/inventory\"\nsubscribe = [\"public:inventory\"]",
+    )
+    .await;
     let mut shoppers = Vec::new();
     for i in 0..3 {
-        let mut c = Client::connect(&node.ws_url(&format!("/ws/inventory?token={}", token(&format!("s{i}"))))).await;
+        let mut c = Client::connect(
+            &node.ws_url(&format!("/ws/inventory?token={}", token(&format!("s{i}")))),
+        )
+        .await;
         let ok = c.expect("auth_success").await;
-        assert!(ok["payload"]["channels"].as_array().expect("channels").contains(&json!("public:inventory")));
+        assert!(ok["payload"]["channels"]
+            .as_array()
+            .expect("channels")
+            .contains(&json!("public:inventory")));
         shoppers.push(c);
     }
     for qty in [5, 4, 3] {
-        node.publish("public:inventory", "inventory_update", json!({"product_id": "prod_123", "quantity": qty})).await;
+        node.publish(
+            "public:inventory",
+            "inventory_update",
+            json!({"product_id": "prod_123", "quantity": qty}),
+        )
+        .await;
     }
     for c in &mut shoppers {
         for qty in [5, 4, 3] {
@@ -33,5 +48,8 @@ async fn inventory_route_feed_and_stats() {
     assert_eq!(stats["node"]["connections"], 3);
     assert_eq!(stats["cluster"]["connections"], 3);
     let (_, ch) = api_get(&node, "/api/channels?prefix=public:").await;
-    assert_eq!(ch["channels"], json!([{"channel": "public:inventory", "subscribers": 3}]));
+    assert_eq!(
+        ch["channels"],
+        json!([{"channel": "public:inventory", "subscribers": 3}])
+    );
 }

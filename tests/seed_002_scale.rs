@@ -28,7 +28,11 @@ async fn ten_thousand_authenticated_connections_on_one_node() {
                 let mut c = if i % 2 == 0 {
                     Client::connect(&format!("{base}/ws?token={t}")).await
                 } else {
-                    Client::connect_headers(&format!("{base}/ws"), &[("Authorization", &format!("Bearer {t}"))]).await
+                    Client::connect_headers(
+                        &format!("{base}/ws"),
+                        &[("Authorization", &format!("Bearer {t}"))],
+                    )
+                    .await
                 };
                 let ok = c.expect("auth_success").await;
                 assert_eq!(ok["payload"]["user_id"], format!("buyer{i}"));
@@ -43,7 +47,14 @@ async fn ten_thousand_authenticated_connections_on_one_node() {
     let mut clients: Vec<Client> = clients.into_iter().map(|(_, c)| c).collect();
     assert_eq!(clients.len(), N);
     let health_url = format!("http://{}/health", node.addr);
-    let h: serde_json::Value = http_client().get(&health_url).send().await.expect("health").json().await.expect("json");
+    let h: serde_json::Value = http_client()
+        .get(&health_url)
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(h["status"], "ok");
     assert_eq!(h["ws_connections"], N, "every connection counted");
 
