@@ -87,8 +87,14 @@ async fn history_offsets_epoch_size_and_ttl() {
     .await;
     assert_eq!(after["publications"], json!([]));
     let again = node.publish("brief:a", "e", json!(2)).await;
-    assert_eq!(again["offset"], 1, "offsets restart in the new epoch");
-    assert_eq!(again["epoch"], after["epoch"]);
+    assert_eq!(
+        again["epoch"], after["epoch"],
+        "the new epoch names the new history"
+    );
+    assert_eq!(
+        again["offset"], 2,
+        "offsets never go backwards within a broker's life"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,5 +342,32 @@ async fn volatile_and_targeted_publications_are_not_stored() {
         other.until("after").await["type"],
         "after",
         "the refused one never arrived first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribing_again_with_since_replays_like_a_first_subscribe() {
+    let node = node().await;
+    let (mut c, _) = Client::authed(&node, "again").await;
+    let s = c.subscribe("feed:again").await;
+    let epoch = s["payload"]["epoch"].as_str().expect("epoch").to_owned();
+    for i in 1..=3 {
+        node.publish("feed:again", "e", json!(i)).await;
+    }
+    for o in 1..=3 {
+        assert_eq!(c.expect("e").await["offset"], o);
+    }
+    c.send(json!({"type": "subscribe", "id": "r", "payload": {"channel": "feed:again", "since": {"offset": 1, "epoch": epoch}}}))
+        .await;
+    let r = c.expect("subscribed").await;
+    assert_eq!(r["payload"]["recovered"], true);
+    assert_eq!(r["payload"]["offset"], 3);
+    assert_eq!(c.expect("e").await["offset"], 2);
+    assert_eq!(c.expect("e").await["offset"], 3);
+    node.publish("feed:again", "e", json!(4)).await;
+    assert_eq!(
+        c.expect("e").await["offset"],
+        4,
+        "still subscribed once, no duplicate"
     );
 }

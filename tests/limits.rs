@@ -259,3 +259,46 @@ async fn stalled_reader_is_closed_4010_and_never_delays_a_fast_one() {
     );
     assert!(metric(&node, "switchyard_slow_consumers_total").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_bigger_than_the_write_buffer_reaches_a_fast_reader_whole() {
+    // One API call puts 1000 publications of ~1 KB into the reader's queue at once:
+    // more than the connection writes per pass, none may be left behind.
+    let node = TestNode::start().await;
+    let (mut c, _) = Client::authed(&node, "burst").await;
+    c.subscribe("public:burst").await;
+    let channels: Vec<&str> = vec!["public:burst"; 1000];
+    let (s, _) = api_post(
+        &node,
+        "/api/broadcast",
+        json!({"channels": channels, "type": "b", "payload": {"pad": "y".repeat(1000)}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    for _ in 0..1000 {
+        assert_eq!(c.next_json().await.expect("burst message")["type"], "b");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_pings_count_toward_the_rate() {
+    let node = TestNode::start_with("", "limits.client_rate = 5\nlimits.client_burst = 5").await;
+    let mut c = RawClient::connect(node.addr, &format!("/ws?token={}", token("p")), None).await;
+    for _ in 0..50 {
+        c.send_frame(0x9, b"hi").await;
+    }
+    c.send_text(r#"{"type":"ping","id":"marker"}"#).await;
+    let mut pongs = 0;
+    loop {
+        match c.next_frame().await.expect("frame") {
+            Frame::Other(0xA) => pongs += 1,
+            Frame::Text(t) if t.contains("marker") => break,
+            _ => {}
+        }
+    }
+    assert!(
+        pongs <= 10,
+        "an excess ping gets no pong: {pongs} pongs for 50 pings"
+    );
+    assert!(pongs >= 5, "within the burst pings are answered: {pongs}");
+}

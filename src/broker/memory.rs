@@ -23,20 +23,26 @@ struct History {
 }
 
 impl History {
-    fn new() -> History {
+    fn new(epoch: String) -> History {
         History {
-            epoch: random_hex(8),
+            epoch,
             top: 0,
             items: VecDeque::new(),
             last_write: Instant::now(),
         }
     }
 
-    /// Drops what is past its TTL; when everything expired the history is gone and a
-    /// new epoch starts, as a Redis key expiring would do.
+    /// Drops what is past its TTL. When everything expired the history is lost and a
+    /// new epoch starts, as a Redis key expiring would do; offsets keep increasing so
+    /// a node never sees one go backwards within this broker's life.
     fn expire(&mut self, opts: HistoryOpts, now: Instant) {
         if now.duration_since(self.last_write) >= opts.ttl {
-            *self = History::new();
+            if !self.items.is_empty() || self.top > 0 {
+                self.items.clear();
+                self.epoch = random_hex(8);
+            }
+            // The new epoch itself lives one TTL, like a Redis meta key written now.
+            self.last_write = now;
             return;
         }
         while self
@@ -56,6 +62,10 @@ struct ChannelState {
 }
 
 pub struct MemoryBroker {
+    /// Epoch of every channel that has never lost its history in this process. Reads
+    /// of a channel nobody published to create nothing (clients cannot grow memory by
+    /// asking), yet report the epoch its first publication will have.
+    base_epoch: String,
     // A sync mutex held while a publication is handed to the sink: this is what keeps
     // per-channel order, and the sink never awaits.
     channels: Mutex<HashMap<ChannelName, ChannelState>>,
@@ -65,6 +75,7 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     pub fn new(sink: Arc<dyn Sink>) -> MemoryBroker {
         MemoryBroker {
+            base_epoch: random_hex(8),
             channels: Mutex::new(HashMap::new()),
             sink,
         }
@@ -86,7 +97,9 @@ impl Broker for MemoryBroker {
             Some(opts) if !p.volatile && p.to.is_none() => {
                 let now = Instant::now();
                 let state = channels.entry(ch).or_default();
-                let h = state.history.get_or_insert_with(History::new);
+                let h = state
+                    .history
+                    .get_or_insert_with(|| History::new(self.base_epoch.clone()));
                 h.expire(opts, now);
                 h.top += 1;
                 h.last_write = now;
@@ -124,8 +137,13 @@ impl Broker for MemoryBroker {
         limit: Option<usize>,
     ) -> Result<HistoryPage, BrokerError> {
         let mut channels = self.channels.lock();
-        let state = channels.entry(ch.clone()).or_default();
-        let h = state.history.get_or_insert_with(History::new);
+        let Some(h) = channels.get_mut(ch).and_then(|s| s.history.as_mut()) else {
+            return Ok(HistoryPage {
+                publications: Vec::new(),
+                offset: 0,
+                epoch: self.base_epoch.clone(),
+            });
+        };
         h.expire(opts, Instant::now());
         let mut pubs: Vec<Arc<Publication>> = h
             .items

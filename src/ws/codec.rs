@@ -132,10 +132,13 @@ impl Reader {
             }
         } else {
             self.partial.extend_from_slice(data);
-            let buf = std::mem::take(&mut self.partial);
+            let mut buf = std::mem::take(&mut self.partial);
             let used = self.parse(&buf, max, out)?;
-            if used < buf.len() {
-                self.partial = buf[used..].to_vec();
+            if used == buf.len() {
+                // Everything consumed: the buffer is released, idle connections hold none.
+            } else {
+                buf.drain(..used);
+                self.partial = buf;
             }
         }
         Ok(())

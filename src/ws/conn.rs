@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
 
@@ -63,6 +64,8 @@ pub(super) struct Conn {
     closing: Option<Closing>,
     /// Set once a close is requested: later client frames are not acted on.
     stop_reading: bool,
+    /// The last pull stopped at the high-water mark with items still queued.
+    outbox_pending: bool,
     pub(super) session: Session,
 }
 
@@ -92,11 +95,19 @@ pub(super) async fn run(
         timer_at: far,
         closing: None,
         stop_reading: false,
+        outbox_pending: false,
         session,
         node: node.clone(),
         handle,
     };
-    let ended = conn.drive(setup, leftover).await;
+    // A bug must not leak the connection's registrations: cleanup runs after a panic too.
+    let ended = std::panic::AssertUnwindSafe(conn.drive(setup, leftover))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!("connection task panicked; connection dropped");
+            Ended::Dropped("panic")
+        });
     conn.finish(ended).await;
 }
 
@@ -125,9 +136,16 @@ impl Conn {
                 self.timer_at = deadline;
                 self.timer.as_mut().reset(deadline);
             }
-            let can_pull = self.closing.is_none() && self.wbuf.len() - self.wpos < HIGH_WATER;
+            let room = self.wbuf.len() - self.wpos < HIGH_WATER;
+            let can_pull = self.closing.is_none() && room;
+            if can_pull && self.outbox_pending {
+                // Items were left behind at the high-water mark and no wake-up will come
+                // for them (the queue never went empty): pull them now.
+                continue;
+            }
             let want_write = self.wpos < self.wbuf.len();
-            let can_read = !self.stop_reading;
+            // Reading stops while our replies pile up unread: the client is not reading.
+            let can_read = !self.stop_reading && room;
             tokio::select! {
                 _ = self.handle.outbox.notified(), if can_pull => {}
                 r = self.stream.writable(), if want_write => {
@@ -153,8 +171,10 @@ impl Conn {
         if let Some(c) = &self.closing {
             d = d.min(c.deadline);
         }
-        if let Some(t) = self.session.deadline() {
-            d = d.min(Instant::from_std(t));
+        if !self.stop_reading {
+            if let Some(t) = self.session.deadline() {
+                d = d.min(Instant::from_std(t));
+            }
         }
         d
     }
@@ -178,8 +198,10 @@ impl Conn {
             codec::put_ping(&mut self.wbuf);
             self.next_ping = now + limits.ping_interval;
         }
-        if let Some(code) = self.session.on_timer(now.into_std()) {
-            self.close(code, None);
+        if !self.stop_reading {
+            if let Some(code) = self.session.on_timer(now.into_std()) {
+                self.close(code, None);
+            }
         }
         Ok(())
     }
@@ -229,11 +251,18 @@ impl Conn {
             match m {
                 Incoming::Text(text) => self.on_text(text).await,
                 Incoming::Binary => self.on_binary(),
-                Incoming::Ping(data) => codec::put_pong(&mut self.wbuf, &data),
+                Incoming::Ping(data) => {
+                    if self.control_frame_allowed() {
+                        codec::put_pong(&mut self.wbuf, &data)
+                    }
+                }
                 Incoming::Pong => {}
                 Incoming::Close(code) => {
                     // Echo the close and end: the client started the handshake.
-                    let code = code.filter(|c| (1000..5000).contains(c)).unwrap_or(1000);
+                    // 1005, 1006 and 1015 must never be sent; unknown codes become 1000.
+                    let code = code
+                        .filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999))
+                        .unwrap_or(1000);
                     codec::put_close(&mut self.wbuf, code, "");
                     let _ = self.flush();
                     return Err(Ended::ClientClosed(code));
@@ -286,8 +315,10 @@ impl Conn {
         if self.closing.is_some() {
             return Ok(());
         }
+        self.outbox_pending = false;
         loop {
             if self.wbuf.len() - self.wpos >= HIGH_WATER {
+                self.outbox_pending = true;
                 return Ok(());
             }
             let mut items = Vec::new();
@@ -307,6 +338,7 @@ impl Conn {
                             self.oldest = accepted;
                         }
                     }
+                    Item::Subscribe(_) | Item::Unsubscribe(_) if self.stop_reading => {}
                     Item::Subscribe(ch) => self.server_subscribe(ch).await,
                     Item::Unsubscribe(ch) => self.server_unsubscribe(ch).await,
                     Item::Close(code, reason) => {
@@ -325,10 +357,7 @@ impl Conn {
         while self.wpos < self.wbuf.len() {
             match self.stream.try_write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(Ended::Dropped("io")),
-                Ok(n) => {
-                    self.wpos += n;
-                    self.write_stalled = None;
-                }
+                Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_stalled.get_or_insert_with(Instant::now);
                     return Ok(());

@@ -45,8 +45,11 @@ pub(super) struct Session {
     rate: RateLimiter,
 }
 
+/// When a token expiring at `exp` (Unix seconds) runs out; absurd values are capped.
 fn exp_instant(exp: u64, now: Instant) -> Instant {
-    now + Duration::from_secs(exp.saturating_sub(unix_now()))
+    const CAP: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    let left = Duration::from_secs(exp.saturating_sub(unix_now())).min(CAP);
+    now.checked_add(left).unwrap_or(now + CAP)
 }
 
 impl Session {
@@ -96,6 +99,17 @@ struct AuthSuccess<'a> {
     anonymous: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     resume: Option<String>,
+}
+
+/// The wire code for a broker failure (logged when it is not plain unavailability).
+fn broker_code(e: &BrokerError) -> ErrorCode {
+    match e {
+        BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+        BrokerError::Internal(m) => {
+            tracing::warn!(error = %m, "broker error");
+            ErrorCode::Internal
+        }
+    }
 }
 
 fn in_label(cmd: &Command) -> &'static str {
@@ -230,6 +244,7 @@ impl Conn {
             };
             let sid = self.session.ident.session_id.clone();
             self.session.ident = claims.identity(sid);
+            self.set_who();
             self.send_auth_success(id, &[], false);
             return;
         }
@@ -297,6 +312,22 @@ impl Conn {
                 ErrorCode::InvalidMessage,
                 "binary frames are not supported; send JSON text",
             );
+        }
+    }
+
+    /// WebSocket pings count toward the rate too; an excess one gets no pong.
+    pub(super) fn control_frame_allowed(&mut self) -> bool {
+        match self.session.rate.check(Instant::now()) {
+            Verdict::Allow => true,
+            Verdict::Limited => {
+                self.node.metrics.rate_limited.increment(1);
+                false
+            }
+            Verdict::Abuse => {
+                self.node.metrics.rate_limited.increment(1);
+                self.close(CloseCode::PolicyViolation, None);
+                false
+            }
         }
     }
 
@@ -402,9 +433,16 @@ impl Conn {
                         self.become_anonymous(Some(sid)).await
                     }
                     Some(sid) => {
-                        self.session.ident.session_id = Some(Arc::from(sid));
+                        if let Some(old) = self.session.ident.session_id.clone() {
+                            if let Ok(ch) = ChannelName::parse(&format!("session:{old}")) {
+                                self.unsubscribe_from(&ch).await;
+                            }
+                        }
+                        self.session.ident.session_id = Some(Arc::from(sid.as_str()));
                         self.set_who();
-                        self.send_auth_success(id, &[], true);
+                        let channels = self.auto_channels(&[format!("session:{sid}")]);
+                        self.send_auth_success(id, &channels, true);
+                        self.auto_subscribe(channels).await;
                     }
                     None if matches!(self.session.auth, AuthState::Pending { .. }) => {
                         self.become_anonymous(None).await
@@ -484,10 +522,22 @@ impl Conn {
             self.error(id, code, msg);
             return;
         }
-        if self.session.is_subscribed(&ch) {
-            // Idempotent: clients that re-send subscribe after a hiccup get a plain answer.
-            let body = serde_json::json!({ "channel": ch.as_str() });
-            self.send(encode("subscribed", id, None, &body));
+        if let Some(pos) = self.session.subs.iter().position(|c| *c == ch) {
+            // Subscribing again is answered like a first subscribe (current offset and
+            // epoch, replay after `since`); presence and join/leave are left alone.
+            self.session.subs.swap_remove(pos);
+            self.node.unsubscribe(&self.handle, &ch).await;
+            match self
+                .node
+                .subscribe(&self.handle, &ch, &ns, since, id, true)
+                .await
+            {
+                Ok(_) => self.session.subs.push(ch),
+                Err(e) => {
+                    self.node.left(&self.handle, &ch, &ns).await;
+                    self.error(id, broker_code(&e), "subscribe failed");
+                }
+            }
             return;
         }
         if self.session.subs.len() >= self.node.config.limits.max_subscriptions {
@@ -527,11 +577,7 @@ impl Conn {
                 self.node.joined(&self.handle, ch, &ns).await;
                 Ok(())
             }
-            Err(BrokerError::Unavailable(_)) => Err(ErrorCode::Unavailable),
-            Err(BrokerError::Internal(e)) => {
-                tracing::warn!(channel = %ch, error = %e, "subscribe failed");
-                Err(ErrorCode::Internal)
-            }
+            Err(e) => Err(broker_code(&e)),
         }
     }
 
