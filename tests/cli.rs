@@ -125,6 +125,7 @@ async fn development_mode_prints_a_working_token_and_curl() {
         .env_remove("SWITCHYARD_CONFIG")
         .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHYARD_NOT_A_KEY", "1")
+        .env("SWITCHYARD_LOG__LEVEL", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -196,8 +197,9 @@ async fn environment_overrides_the_file() {
         .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHYARD_AUTH__JWT_SECRET", SECRET)
         .env("SWITCHYARD_NODE_ID", "from-env")
+        .env("SWITCHYARD_LOG__FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let health = eventually("node on the overridden port", || async move {
@@ -213,5 +215,12 @@ async fn environment_overrides_the_file() {
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws?token={}", token("e"))).await;
     c.expect("auth_success").await;
     let _ = child.kill();
-    let _ = child.wait();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the node logs its start");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("log.format = json: {l}: {e}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
 }
