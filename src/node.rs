@@ -12,12 +12,14 @@ use serde_json::value::RawValue;
 
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::broker::{
+    NodeReport,
     Broker, BrokerError, HistoryOpts, HistoryPage, PresenceEntry, Published, Sink,
 };
 use crate::channel::{ChannelName, Namespace, Namespaces};
 use crate::config::{BrokerKind, Config, ConfigError};
-use crate::hub::{conn_id_string, ConnHandle, Hub};
+use crate::hub::{conn_id_string, ConnHandle, Control, Delivery, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{encode, ClientInfo, Publication, Since};
 
@@ -33,8 +35,12 @@ pub struct Node {
 }
 
 impl Sink for Hub {
-    fn deliver(&self, p: &Publication) {
+    fn deliver(&self, p: &Publication) -> Delivery {
         Hub::deliver(self, p)
+    }
+
+    fn execute(&self, c: &Control) {
+        Hub::execute(self, c)
     }
 }
 
@@ -76,13 +82,11 @@ impl Node {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerKind::Memory => Arc::new(MemoryBroker::new(hub.clone())),
-            BrokerKind::Redis => {
-                return Err(ConfigError::Key {
-                    key: "broker".into(),
-                    message: "the redis broker is not available in this build yet; use \"memory\""
-                        .into(),
-                })
-            }
+            BrokerKind::Redis => RedisBroker::start(&config, hub.clone(), metrics.clone())
+                .map_err(|e| ConfigError::Key {
+                    key: "redis.url".into(),
+                    message: e.to_string(),
+                })?,
         };
         metrics
             .broker_up
@@ -161,7 +165,7 @@ impl Node {
                 recovered: since.map(|_| false),
             };
             let bytes = encode("subscribed", id, None, &body);
-            let _ = self.hub.add_subscriber(ch, conn, 0, || {
+            let _ = self.hub.add_subscriber(ch, conn, None, || {
                 if reply {
                     conn.outbox.push_data(bytes, None);
                 }
@@ -183,7 +187,8 @@ impl Node {
                 recovered,
             };
             let bytes = encode("subscribed", id, None, &body);
-            let added = self.hub.add_subscriber(ch, conn, page.offset, || {
+            let epoch: Arc<str> = Arc::from(page.epoch.as_str());
+            let added = self.hub.add_subscriber(ch, conn, Some((page.offset, &epoch)), || {
                 if reply {
                     conn.outbox.push_data(bytes, None);
                 }
@@ -304,6 +309,26 @@ impl Node {
         if let Err(e) = self.broker.publish(p, None).await {
             tracing::warn!(channel = %ch, error = %e, event, "announce failed");
         }
+    }
+
+    /// This node's registry entry.
+    pub fn report(&self) -> NodeReport {
+        NodeReport {
+            node: self.stats(),
+            users: self.hub.user_count(),
+            channels: self.hub.channels(None),
+        }
+    }
+
+    /// Every live node's entry, this one's fresh (the registry may lag by a beat).
+    pub async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
+        let mut all = vec![self.report()];
+        for r in self.broker.cluster().await? {
+            if r.node["node_id"] != self.node_id() {
+                all.push(r);
+            }
+        }
+        Ok(all)
     }
 
     /// Stats of this node (`/api/stats` `node`).

@@ -24,10 +24,15 @@ pub async fn serve(
     let upkeep = tokio::spawn({
         let node = node.clone();
         async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tick.tick().await;
                 node.metrics.upkeep();
+                // The registry heartbeat: stats, users and channels for /api/stats and
+                // /api/channels on every node.
+                if let Err(e) = node.broker.report(&node.report()).await {
+                    tracing::debug!(error = %e, "registry heartbeat failed");
+                }
             }
         }
     });
@@ -68,6 +73,7 @@ pub async fn serve(
         _ = drain(&node) => {}
     }
     upkeep.abort();
+    node.broker.deregister().await;
     tracing::info!("drained, exiting");
     Ok(())
 }

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use super::{read_json, ApiError};
 use crate::broker::BrokerError;
 use crate::channel::{ChannelName, Namespace};
-use crate::hub::{parse_conn_id, ConnHandle, Item};
+use crate::hub::Control;
+use std::collections::{BTreeMap, HashSet};
 use crate::metrics::PUBLICATIONS;
 use crate::node::{publications_json, Node};
 use crate::protocol::{is_reserved, CloseCode, Publication};
@@ -165,48 +166,25 @@ pub(super) struct DisconnectBody {
     reason: Option<String>,
 }
 
-/// The local connections a `{user_id | session_id | conn_id}` body names.
-fn targets(
-    node: &Node,
-    user: Option<&str>,
-    session: Option<&str>,
-    conn: Option<&str>,
-) -> Result<Vec<Arc<ConnHandle>>, ApiError> {
-    match (user, session, conn) {
-        (Some(u), None, None) => Ok(node.hub.user_conns(u)),
-        (None, Some(s), None) => Ok(node.hub.session_conns(s)),
-        (None, None, Some(c)) => Ok(parse_conn_id(c)
-            .and_then(|id| node.hub.get(id))
-            .into_iter()
-            .collect()),
-        _ => Err(ApiError::BadRequest(
-            "give exactly one of user_id, session_id, conn_id".into(),
-        )),
-    }
-}
-
-pub(super) async fn disconnect(
-    State(node): State<Arc<Node>>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+pub(super) async fn disconnect(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
     let b: DisconnectBody = read_json(body, node.config.limits.max_message_size).await?;
     let code = match b.code {
-        None => CloseCode::Forbidden,
-        Some(c @ 4000..=4999) => CloseCode::from_code(c),
-        Some(c) => {
-            return Err(ApiError::BadRequest(format!(
-                "code {c} is not in 4000-4999"
-            )))
-        }
+        None => CloseCode::Forbidden.code(),
+        Some(c @ 4000..=4999) => c,
+        Some(c) => return Err(ApiError::BadRequest(format!("code {c} is not in 4000-4999"))),
     };
-    for c in targets(
-        &node,
-        b.user_id.as_deref(),
-        b.session_id.as_deref(),
-        b.conn_id.as_deref(),
-    )? {
-        c.close(code, b.reason.clone());
+    let given = [&b.user_id, &b.session_id, &b.conn_id].iter().filter(|v| v.is_some()).count();
+    if given != 1 {
+        return Err(ApiError::BadRequest("give exactly one of user_id, session_id, conn_id".into()));
     }
+    let cmd = Control::Disconnect {
+        user_id: b.user_id,
+        session_id: b.session_id,
+        conn_id: b.conn_id,
+        code,
+        reason: b.reason,
+    };
+    node.broker.control(cmd).await.map_err(broker_err)?;
     Ok(Json(json!({})))
 }
 
@@ -216,45 +194,35 @@ pub(super) struct UserChannelBody {
     channel: String,
 }
 
-pub(super) async fn subscribe(
-    State(node): State<Arc<Node>>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+pub(super) async fn subscribe(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
-    for c in node.hub.user_conns(&b.user_id) {
-        c.outbox.push_control(Item::Subscribe(ch.clone()));
-    }
+    let cmd = Control::Subscribe {
+        user_id: b.user_id,
+        channel: ch.to_string(),
+    };
+    node.broker.control(cmd).await.map_err(broker_err)?;
     Ok(Json(json!({})))
 }
 
-pub(super) async fn unsubscribe(
-    State(node): State<Arc<Node>>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+pub(super) async fn unsubscribe(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
-    for c in node.hub.user_conns(&b.user_id) {
-        c.outbox.push_control(Item::Unsubscribe(ch.clone()));
-    }
+    let cmd = Control::Unsubscribe {
+        user_id: b.user_id,
+        channel: ch.to_string(),
+    };
+    node.broker.control(cmd).await.map_err(broker_err)?;
     Ok(Json(json!({})))
 }
 
-pub(super) async fn presence(
-    State(node): State<Arc<Node>>,
-    Path(channel): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub(super) async fn presence(State(node): State<Arc<Node>>, Path(channel): Path<String>) -> Result<Json<Value>, ApiError> {
     let (ch, ns) = resolve(&node, &channel)?;
     if !ns.presence {
-        return Err(ApiError::NotFound(format!(
-            "presence is not enabled for namespace {}",
-            ch.namespace()
-        )));
+        return Err(ApiError::NotFound(format!("presence is not enabled for namespace {}", ch.namespace())));
     }
     let view = node.presence(&ch).await.map_err(broker_err)?;
-    Ok(Json(
-        json!({"count": view.count, "users": view.users, "clients": view.clients}),
-    ))
+    Ok(Json(json!({"count": view.count, "users": view.users, "clients": view.clients})))
 }
 
 #[derive(Deserialize)]
@@ -294,27 +262,42 @@ pub(super) struct ChannelsQuery {
 pub(super) async fn channels(
     State(node): State<Arc<Node>>,
     Query(q): Query<ChannelsQuery>,
-) -> Json<Value> {
-    let list: Vec<Value> = node
-        .hub
-        .channels(q.prefix.as_deref())
+) -> Result<Json<Value>, ApiError> {
+    let mut totals: BTreeMap<String, usize> = BTreeMap::new();
+    for report in node.cluster().await.map_err(broker_err)? {
+        for (channel, n) in report.channels {
+            if q.prefix.as_deref().is_none_or(|p| channel.starts_with(p)) {
+                *totals.entry(channel).or_default() += n;
+            }
+        }
+    }
+    let list: Vec<Value> = totals
         .into_iter()
         .map(|(channel, subscribers)| json!({"channel": channel, "subscribers": subscribers}))
         .collect();
-    Json(json!({ "channels": list }))
+    Ok(Json(json!({ "channels": list })))
 }
 
-pub(super) async fn stats(State(node): State<Arc<Node>>) -> Json<Value> {
-    let me = node.stats();
-    Json(json!({
-        "node": me,
+pub(super) async fn stats(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let reports = node.cluster().await.map_err(broker_err)?;
+    let mut channels: HashSet<&str> = HashSet::new();
+    let (mut connections, mut users) = (0u64, 0usize);
+    for r in &reports {
+        connections += r.node["connections"].as_u64().unwrap_or(0);
+        // Summed per node: a user connected to two nodes counts on each.
+        users += r.users;
+        channels.extend(r.channels.iter().map(|(c, _)| c.as_str()));
+    }
+    let nodes: Vec<&Value> = reports.iter().map(|r| &r.node).collect();
+    Ok(Json(json!({
+        "node": reports[0].node,
         "cluster": {
-            "nodes": [me],
-            "connections": node.hub.connection_count(),
-            "users": node.hub.user_count(),
-            "channels": node.hub.channel_count(),
+            "nodes": nodes,
+            "connections": connections,
+            "users": users,
+            "channels": channels.len(),
         }
-    }))
+    })))
 }
 
 pub(super) async fn health(State(node): State<Arc<Node>>) -> Json<Value> {

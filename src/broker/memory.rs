@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Broker, BrokerError, HistoryOpts, HistoryPage, PresenceEntry, Published, Sink};
+use super::{Broker, BrokerError, Control, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published, Sink};
 use crate::auth::random_hex;
 use crate::channel::ChannelName;
 use crate::protocol::Publication;
@@ -19,7 +19,6 @@ struct History {
     /// Last offset assigned.
     top: u64,
     items: VecDeque<(Instant, Arc<Publication>)>,
-    last_write: Instant,
 }
 
 impl History {
@@ -28,23 +27,14 @@ impl History {
             epoch,
             top: 0,
             items: VecDeque::new(),
-            last_write: Instant::now(),
         }
     }
 
-    /// Drops what is past its TTL. When everything expired the history is lost and a
-    /// new epoch starts, as a Redis key expiring would do; offsets keep increasing so
-    /// a node never sees one go backwards within this broker's life.
+    /// Drops what is past its TTL. Offsets and the epoch stay: a client whose gap
+    /// expired learns `recovered: false` from the missing offsets, and subscribers
+    /// that were live all along are not disturbed (the epoch changes only when the
+    /// history itself is lost, i.e. with this process).
     fn expire(&mut self, opts: HistoryOpts, now: Instant) {
-        if now.duration_since(self.last_write) >= opts.ttl {
-            if !self.items.is_empty() || self.top > 0 {
-                self.items.clear();
-                self.epoch = random_hex(8);
-            }
-            // The new epoch itself lives one TTL, like a Redis meta key written now.
-            self.last_write = now;
-            return;
-        }
         while self
             .items
             .front()
@@ -102,8 +92,8 @@ impl Broker for MemoryBroker {
                     .get_or_insert_with(|| History::new(self.base_epoch.clone()));
                 h.expire(opts, now);
                 h.top += 1;
-                h.last_write = now;
                 p.offset = Some(h.top);
+                p.epoch = Some(Arc::from(h.epoch.as_str()));
                 published = Published {
                     offset: Some(h.top),
                     epoch: Some(h.epoch.clone()),
@@ -117,7 +107,8 @@ impl Broker for MemoryBroker {
             }
             _ => Arc::new(p),
         };
-        self.sink.deliver(&stored);
+        // In-process delivery is always contiguous: no gap or epoch change can occur.
+        let _ = self.sink.deliver(&stored);
         Ok(published)
     }
 
@@ -195,6 +186,26 @@ impl Broker for MemoryBroker {
             .map(|s| s.presence.values().cloned().collect())
             .unwrap_or_default())
     }
+
+    async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
+        self.sink.execute(&cmd);
+        Ok(())
+    }
+
+    /// One node has no upstream consumers: there is nothing to forward to.
+    async fn forward(&self, _p: &Publication, _conn_id: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn report(&self, _report: &NodeReport) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    async fn deregister(&self) {}
 
     fn is_up(&self) -> bool {
         true

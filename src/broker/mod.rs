@@ -4,6 +4,7 @@
 //! same trait, so the rest of the node never knows which one runs.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +64,23 @@ pub struct PresenceEntry {
     pub client: ClientInfo,
 }
 
-/// Where the broker hands publications for this node's local subscribers.
+/// Where the broker hands publications and cluster-wide commands for this node.
 pub trait Sink: Send + Sync + 'static {
-    fn deliver(&self, p: &Publication);
+    fn deliver(&self, p: &Publication) -> crate::hub::Delivery;
+    fn execute(&self, c: &Control);
+}
+
+pub use crate::hub::Control;
+
+/// What a node tells the others about itself (registry heartbeat).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeReport {
+    /// The node's `/api/stats` `node` object.
+    pub node: serde_json::Value,
+    /// Distinct users connected to the node.
+    pub users: usize,
+    /// Channels with local subscribers and their subscriber counts.
+    pub channels: Vec<(String, usize)>,
 }
 
 #[async_trait]
@@ -98,6 +113,21 @@ pub trait Broker: Send + Sync + 'static {
         -> Result<(), BrokerError>;
     async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError>;
     async fn presence(&self, ch: &ChannelName) -> Result<Vec<PresenceEntry>, BrokerError>;
+
+    /// Runs a cluster-wide command on every node (this one included).
+    async fn control(&self, cmd: Control) -> Result<(), BrokerError>;
+
+    /// Appends a client publication to the upstream stream (`forward` namespaces).
+    async fn forward(&self, p: &Publication, conn_id: &str) -> Result<(), BrokerError>;
+
+    /// Publishes this node's registry entry (heartbeat).
+    async fn report(&self, report: &NodeReport) -> Result<(), BrokerError>;
+
+    /// The registry entries of every live node (none on a single node).
+    async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError>;
+
+    /// Removes this node from the registry (clean shutdown).
+    async fn deregister(&self);
 
     /// Whether the broker is reachable now (`/ready`, `switchyard_broker_up`).
     fn is_up(&self) -> bool;

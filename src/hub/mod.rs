@@ -88,17 +88,63 @@ struct Sub {
     skip_until: u64,
 }
 
+/// Where this node's delivery of a history channel stands (SPEC 5.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The history the offsets belong to; `None` until known.
+    pub epoch: Option<Arc<str>>,
+    /// The last offset delivered (or known to be at or before the subscribers' start).
+    pub offset: u64,
+}
+
 #[derive(Default)]
 struct Entry {
     subs: HashMap<ConnId, Sub>,
-    /// Highest offset delivered on this node for the channel. Atomic because fan-out
-    /// updates it under the shard's read lock.
-    last_offset: AtomicU64,
+    // Updated by the one task that delivers this channel, read by subscribes: a plain
+    // mutex taken under the shard's read lock for a few instructions.
+    position: Mutex<Position>,
+}
+
+/// A cluster-wide command (`/api/disconnect`, `/api/subscribe`, `/api/unsubscribe`,
+/// per-user evictions), run by every node on its own connections.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    Disconnect {
+        user_id: Option<String>,
+        session_id: Option<String>,
+        conn_id: Option<String>,
+        code: u16,
+        reason: Option<String>,
+    },
+    Subscribe {
+        user_id: String,
+        channel: String,
+    },
+    Unsubscribe {
+        user_id: String,
+        channel: String,
+    },
 }
 
 /// The subscriber set moved while a subscribe read history: read it again.
 #[derive(Debug)]
 pub struct Retry;
+
+/// What the hub did with a publication.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Fanned out (or no local subscribers to fan out to).
+    Delivered,
+    /// Its offset is not above the last delivered one: dropped.
+    Duplicate,
+    /// Offsets after `after` and before this one are missing: fill them from history
+    /// first, then deliver this one again.
+    Gap { after: u64 },
+    /// It belongs to another history than the one delivered so far: the channel's
+    /// subscribers were closed with 4012 and the position moved to the new history.
+    EpochChanged,
+}
 
 const SHARDS: usize = 64;
 
@@ -264,7 +310,7 @@ impl Hub {
         &self,
         ch: &ChannelName,
         conn: &Arc<ConnHandle>,
-        newest: u64,
+        history: Option<(u64, &Arc<str>)>,
         before: impl FnOnce(),
     ) -> Result<(), Retry> {
         let mut shard = self.shard(ch.as_str()).write();
@@ -273,8 +319,31 @@ impl Hub {
             self.metrics.channels.set(n as f64);
             Entry::default()
         });
-        if entry.last_offset.load(Ordering::Relaxed) > newest {
-            return Err(Retry);
+        let newest = history.map(|(o, _)| o).unwrap_or(0);
+        if let Some((newest, epoch)) = history {
+            let mut pos = entry.position.lock();
+            match &pos.epoch {
+                None => {
+                    // First look at this channel's history: deliveries continue from here.
+                    pos.epoch = Some(epoch.clone());
+                    pos.offset = pos.offset.max(newest);
+                }
+                Some(e) if e == epoch => {
+                    if pos.offset > newest {
+                        return Err(Retry);
+                    }
+                }
+                Some(_) => {
+                    // The history was replaced since this node last delivered: whoever
+                    // is subscribed holds void offsets (5.8).
+                    drop(pos);
+                    Self::close_all(entry, CloseCode::InsufficientState);
+                    *entry.position.lock() = Position {
+                        epoch: Some(epoch.clone()),
+                        offset: newest,
+                    };
+                }
+            }
         }
         before();
         let sub = Sub {
@@ -301,15 +370,33 @@ impl Hub {
         entry.subs.is_empty()
     }
 
-    /// Fans a publication out to the local subscribers of its channel. The bytes are
-    /// encoded once and shared; a full queue closes that subscriber alone (4010).
-    pub fn deliver(&self, p: &Publication) {
+    /// Fans a publication out to the local subscribers of its channel, after checking
+    /// its offset against what this node delivered (5.8). The bytes are encoded once
+    /// and shared; a full queue closes that subscriber alone (4010).
+    pub fn deliver(&self, p: &Publication) -> Delivery {
         let shard = self.shard(&p.channel).read();
         let Some(entry) = shard.get(&*p.channel) else {
-            return;
+            return Delivery::Delivered;
         };
-        if let Some(o) = p.offset {
-            entry.last_offset.fetch_max(o, Ordering::Relaxed);
+        if let (Some(o), Some(e)) = (p.offset, &p.epoch) {
+            let mut pos = entry.position.lock();
+            match &pos.epoch {
+                Some(cur) if cur != e => {
+                    *pos = Position {
+                        epoch: Some(e.clone()),
+                        offset: o,
+                    };
+                    drop(pos);
+                    Self::close_all(entry, CloseCode::InsufficientState);
+                    return Delivery::EpochChanged;
+                }
+                Some(_) if o <= pos.offset => return Delivery::Duplicate,
+                Some(_) if o > pos.offset + 1 => return Delivery::Gap { after: pos.offset },
+                _ => {
+                    pos.epoch = Some(e.clone());
+                    pos.offset = o;
+                }
+            }
         }
         let bytes = p.bytes();
         let mut overflowed = 0;
@@ -328,6 +415,70 @@ impl Hub {
         }
         if overflowed > 0 {
             self.metrics.slow_consumers.increment(overflowed);
+        }
+        Delivery::Delivered
+    }
+
+    fn close_all(entry: &Entry, code: CloseCode) {
+        for sub in entry.subs.values() {
+            sub.conn.close(code, None);
+        }
+    }
+
+    /// Closes the channel's local subscribers with 4012 (history cannot fill their
+    /// gap) and moves the position past the loss.
+    pub fn lose_history(&self, ch: &str, position: Position) {
+        let shard = self.shard(ch).read();
+        if let Some(entry) = shard.get(ch) {
+            *entry.position.lock() = position;
+            Self::close_all(entry, CloseCode::InsufficientState);
+        }
+    }
+
+    /// Every local channel with its delivery position (for gap checks after an
+    /// interruption of the broker path).
+    pub fn positions(&self) -> Vec<(ChannelName, Position)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (ch, e) in shard.read().iter() {
+                out.push((ch.clone(), e.position.lock().clone()));
+            }
+        }
+        out
+    }
+
+    /// Runs a cluster-wide command on this node's connections.
+    pub fn execute(&self, c: &Control) {
+        match c {
+            Control::Disconnect {
+                user_id,
+                session_id,
+                conn_id,
+                code,
+                reason,
+            } => {
+                let targets = match (user_id, session_id, conn_id) {
+                    (Some(u), _, _) => self.user_conns(u),
+                    (_, Some(s), _) => self.session_conns(s),
+                    (_, _, Some(c)) => parse_conn_id(c).and_then(|id| self.get(id)).into_iter().collect(),
+                    _ => Vec::new(),
+                };
+                for conn in targets {
+                    conn.close(CloseCode::from_code(*code), reason.clone());
+                }
+            }
+            Control::Subscribe { user_id, channel } | Control::Unsubscribe { user_id, channel } => {
+                let Ok(ch) = ChannelName::parse(channel) else { return };
+                let subscribe = matches!(c, Control::Subscribe { .. });
+                for conn in self.user_conns(user_id) {
+                    let item = if subscribe {
+                        Item::Subscribe(ch.clone())
+                    } else {
+                        Item::Unsubscribe(ch.clone())
+                    };
+                    conn.outbox.push_control(item);
+                }
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Publication {
     pub payload: Box<RawValue>,
     /// Position in the channel's history; `None` when not stored.
     pub offset: Option<u64>,
+    /// The history `offset` belongs to (never sent to clients with the publication).
+    pub epoch: Option<Arc<str>>,
     pub from: Option<ClientInfo>,
     /// Deliver only to subscribers whose user or session id equals this.
     pub to: Option<String>,
@@ -53,6 +55,7 @@ impl Publication {
             event,
             payload,
             offset: None,
+            epoch: None,
             from: None,
             to: None,
             volatile: false,

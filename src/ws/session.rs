@@ -721,8 +721,19 @@ impl Conn {
             session_id: ident.session_id.clone(),
             info: ident.info.clone(),
         });
+        let forward = (ns.forward && !p.volatile && p.to.is_none()).then(|| {
+            let mut copy = Publication::new(p.channel.clone(), p.event.clone(), p.payload.clone());
+            copy.from = p.from.clone();
+            copy.timestamp = p.timestamp.clone();
+            copy
+        });
         match self.node.publish(p, &ns).await {
             Ok(r) => {
+                if let Some(copy) = forward {
+                    if let Err(e) = self.node.broker.forward(&copy, &conn_id_string(self.handle.id)).await {
+                        tracing::warn!(error = %e, "upstream append failed");
+                    }
+                }
                 self.node
                     .metrics
                     .counter(PUBLICATIONS, "source", "client")

@@ -1,0 +1,517 @@
+//! The Redis broker (SPEC section 8): publications go through Redis pub/sub on
+//! `<prefix>:{<channel>}` (interest-based: a node subscribes while it has local
+//! subscribers), history and epochs live in a stream and a meta hash written by the
+//! `switchyard_publish` function, presence in a hash with per-entry expiry, and the
+//! cluster-wide commands and node registry under `<prefix>:`.
+
+mod pubsub;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, Value};
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use parking_lot::Mutex;
+
+use super::{Broker, BrokerError, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published};
+use crate::hub::Control;
+use crate::channel::ChannelName;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::{ClientInfo, Publication};
+
+pub(crate) const FUNCTIONS: &str = include_str!("switchyard.lua");
+/// Upstream stream length bound (`XADD ... MAXLEN ~`).
+const UPSTREAM_MAXLEN: usize = 100_000;
+/// How long a node's registry entry outlives its last heartbeat.
+const REGISTRY_TTL: Duration = Duration::from_secs(15);
+
+/// Key names, all under the configured prefix; a channel's keys share `{<channel>}`.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn channel(&self, ch: &str) -> String {
+        format!("{}:{{{ch}}}", self.prefix)
+    }
+    fn history(&self, ch: &str) -> String {
+        format!("{}:{{{ch}}}:history", self.prefix)
+    }
+    fn meta(&self, ch: &str) -> String {
+        format!("{}:{{{ch}}}:meta", self.prefix)
+    }
+    fn presence(&self, ch: &str) -> String {
+        format!("{}:{{{ch}}}:presence", self.prefix)
+    }
+    fn presence_exp(&self, ch: &str) -> String {
+        format!("{}:{{{ch}}}:presence_exp", self.prefix)
+    }
+    fn upstream(&self) -> String {
+        format!("{}:upstream", self.prefix)
+    }
+    pub(crate) fn control(&self) -> String {
+        format!("{}:{{__control__}}", self.prefix)
+    }
+    pub(crate) fn canary(&self, node: &str) -> String {
+        format!("{}:{{__canary__:{node}}}", self.prefix)
+    }
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    fn node(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+    /// The gateway channel of a pub/sub channel name, if it is one of ours.
+    pub(crate) fn channel_of<'a>(&self, redis_channel: &'a str) -> Option<&'a str> {
+        redis_channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix('}')
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+pub struct RedisBroker {
+    keys: Keys,
+    pool: Pool,
+    node_id: String,
+    presence_ttl: Duration,
+    /// Presence entries this node wrote, refreshed until removed (a crashed node's
+    /// entries expire after `presence_ttl`).
+    local_presence: Mutex<HashMap<ChannelName, HashSet<String>>>,
+    subs: pubsub::Handle,
+    up: Arc<AtomicBool>,
+}
+
+impl RedisBroker {
+    /// Builds the broker and starts its subscription task; Redis may be down at this
+    /// point: the task keeps trying and `/ready` says 503 until it is up.
+    pub fn start(config: &Config, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Result<Arc<RedisBroker>, BrokerError> {
+        let mut pc = deadpool_redis::Config::from_url(config.redis.url.clone());
+        pc.pool = Some(PoolConfig {
+            max_size: config.redis.pool_size,
+            timeouts: Timeouts {
+                wait: Some(Duration::from_secs(2)),
+                create: Some(Duration::from_secs(2)),
+                recycle: Some(Duration::from_secs(2)),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = pc
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| BrokerError::Internal(format!("redis.url: {e}")))?;
+        let client = redis::Client::open(config.redis.url.as_str())
+            .map_err(|e| BrokerError::Internal(format!("redis.url: {e}")))?;
+        let keys = Keys {
+            prefix: config.redis.prefix.clone(),
+        };
+        let up = Arc::new(AtomicBool::new(false));
+        metrics.broker_up.set(0.0);
+        let subs = pubsub::spawn(pubsub::Setup {
+            client,
+            pool: pool.clone(),
+            keys: keys.clone(),
+            node_id: config.node_id.clone(),
+            hub,
+            metrics,
+            up: up.clone(),
+        });
+        let broker = Arc::new(RedisBroker {
+            keys,
+            pool,
+            node_id: config.node_id.clone(),
+            presence_ttl: config.presence_ttl,
+            local_presence: Mutex::new(HashMap::new()),
+            subs,
+            up,
+        });
+        tokio::spawn(refresh_presence(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Keeps this node's presence entries alive while they exist.
+async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
+    loop {
+        let period = match broker.upgrade() {
+            Some(b) => (b.presence_ttl / 3).max(Duration::from_millis(200)),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(b) = broker.upgrade() else { return };
+        let entries: Vec<(ChannelName, Vec<String>)> = b
+            .local_presence
+            .lock()
+            .iter()
+            .map(|(c, ids)| (c.clone(), ids.iter().cloned().collect()))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let Ok(mut conn) = b.conn().await else { continue };
+        let exp = RedisBroker::now_ms() + b.presence_ttl.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for (ch, ids) in &entries {
+            let key = b.keys.presence_exp(ch.as_str());
+            for id in ids {
+                pipe.cmd("ZADD").arg(&key).arg("XX").arg(exp).arg(id).ignore();
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "presence refresh failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, p: Publication, history: Option<HistoryOpts>) -> Result<Published, BrokerError> {
+        let key = self.keys.channel(&p.channel);
+        let envelope = wire::encode(&p, &self.node_id);
+        let mut conn = self.conn().await?;
+        match history {
+            Some(opts) if !p.volatile && p.to.is_none() => {
+                let (offset, epoch): (u64, String) = redis::cmd("FCALL")
+                    .arg("switchyard_publish")
+                    .arg(1)
+                    .arg(&key)
+                    .arg(envelope)
+                    .arg(opts.size)
+                    .arg(opts.ttl.as_secs().max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Published {
+                    offset: Some(offset),
+                    epoch: Some(epoch),
+                })
+            }
+            _ => {
+                redis::cmd("PUBLISH")
+                    .arg(&key)
+                    .arg(envelope)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Published::default())
+            }
+        }
+    }
+
+    async fn subscribe(&self, ch: &ChannelName) -> Result<(), BrokerError> {
+        self.subs.subscribe(self.keys.channel(ch.as_str())).await
+    }
+
+    async fn unsubscribe(&self, ch: &ChannelName) -> Result<(), BrokerError> {
+        self.subs.unsubscribe(self.keys.channel(ch.as_str())).await
+    }
+
+    async fn history(
+        &self,
+        ch: &ChannelName,
+        _opts: HistoryOpts,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<HistoryPage, BrokerError> {
+        let mut conn = self.conn().await?;
+        read_history(&mut conn, &self.keys, ch.as_str(), _opts.ttl.as_secs().max(1), since, limit).await
+    }
+
+    async fn presence_add(&self, ch: &ChannelName, entry: PresenceEntry) -> Result<(), BrokerError> {
+        let info = serde_json::to_string(&entry.client).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let exp = Self::now_ms() + self.presence_ttl.as_millis() as u64;
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(self.keys.presence(ch.as_str()))
+            .arg(&entry.conn_id)
+            .arg(info)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.keys.presence_exp(ch.as_str()))
+            .arg(exp)
+            .arg(&entry.conn_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.local_presence
+            .lock()
+            .entry(ch.clone())
+            .or_default()
+            .insert(entry.conn_id);
+        Ok(())
+    }
+
+    async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError> {
+        {
+            let mut local = self.local_presence.lock();
+            if let Some(ids) = local.get_mut(ch) {
+                ids.remove(conn_id);
+                if ids.is_empty() {
+                    local.remove(ch);
+                }
+            }
+        }
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("HDEL")
+            .arg(self.keys.presence(ch.as_str()))
+            .arg(conn_id)
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.keys.presence_exp(ch.as_str()))
+            .arg(conn_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn presence(&self, ch: &ChannelName) -> Result<Vec<PresenceEntry>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let exp_key = self.keys.presence_exp(ch.as_str());
+        let key = self.keys.presence(ch.as_str());
+        let now = Self::now_ms();
+        let expired: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&exp_key)
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if !expired.is_empty() {
+            redis::pipe()
+                .cmd("HDEL")
+                .arg(&key)
+                .arg(&expired)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&exp_key)
+                .arg("-inf")
+                .arg(now)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(conn_id, info)| {
+                let client: ClientInfo = serde_json::from_str(&info).ok()?;
+                Some(PresenceEntry { conn_id, client })
+            })
+            .collect())
+    }
+
+    async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
+        let text = serde_json::to_string(&cmd).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let mut conn = self.conn().await?;
+        redis::cmd("PUBLISH")
+            .arg(self.keys.control())
+            .arg(text)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forward(&self, p: &Publication, conn_id: &str) -> Result<(), BrokerError> {
+        let from = p.from.clone().unwrap_or(ClientInfo {
+            user_id: None,
+            session_id: None,
+            info: None,
+        });
+        let mut conn = self.conn().await?;
+        redis::cmd("XADD")
+            .arg(self.keys.upstream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(UPSTREAM_MAXLEN)
+            .arg("*")
+            .arg("channel")
+            .arg(&*p.channel)
+            .arg("type")
+            .arg(&p.event)
+            .arg("payload")
+            .arg(p.payload.get())
+            .arg("user_id")
+            .arg(from.user_id.as_deref().unwrap_or(""))
+            .arg("session_id")
+            .arg(from.session_id.as_deref().unwrap_or(""))
+            .arg("conn_id")
+            .arg(conn_id)
+            .arg("node")
+            .arg(&self.node_id)
+            .arg("ts")
+            .arg(&p.timestamp)
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn report(&self, report: &NodeReport) -> Result<(), BrokerError> {
+        let text = serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.node(&self.node_id))
+            .arg(text)
+            .arg("PX")
+            .arg(REGISTRY_TTL.as_millis() as u64)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.keys.nodes())
+            .arg(Self::now_ms())
+            .arg(&self.node_id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg("-inf")
+            .arg(Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg(Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for id in ids {
+            let text: Option<String> = redis::cmd("GET")
+                .arg(self.keys.node(&id))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(r) = text.and_then(|t| serde_json::from_str(&t).ok()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deregister(&self) {
+        if let Ok(mut conn) = self.conn().await {
+            let _ = redis::pipe()
+                .cmd("DEL")
+                .arg(self.keys.node(&self.node_id))
+                .ignore()
+                .cmd("ZREM")
+                .arg(self.keys.nodes())
+                .arg(&self.node_id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads a channel's history: meta (epoch, newest offset) and the publications after
+/// `since` (all kept when `None`), at most the newest `limit`. With `ttl_secs > 0`
+/// a channel without history gets its epoch now (kept like the function keeps it),
+/// so a subscriber's epoch is the one its first publication will carry.
+pub(crate) async fn read_history(
+    conn: &mut deadpool_redis::Connection,
+    keys: &Keys,
+    ch: &str,
+    ttl_secs: u64,
+    since: Option<u64>,
+    limit: Option<usize>,
+) -> Result<HistoryPage, BrokerError> {
+    if ttl_secs > 0 {
+        let created: i64 = redis::cmd("HSETNX")
+            .arg(keys.meta(ch))
+            .arg("epoch")
+            .arg(crate::auth::random_hex(8))
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if created == 1 {
+            redis::cmd("EXPIRE")
+                .arg(keys.meta(ch))
+                .arg(ttl_secs + 86400)
+                .query_async::<i64>(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+    let (epoch, top, entries): (Option<String>, Option<u64>, Value) = redis::pipe()
+        .cmd("HGET")
+        .arg(keys.meta(ch))
+        .arg("epoch")
+        .cmd("HGET")
+        .arg(keys.meta(ch))
+        .arg("top")
+        .cmd("XRANGE")
+        .arg(keys.history(ch))
+        .arg(match since {
+            Some(s) => format!("({s}-1"),
+            None => "-".to_owned(),
+        })
+        .arg("+")
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
+    let mut publications = Vec::new();
+    if let Value::Array(items) = entries {
+        for item in items {
+            if let Some(p) = wire::decode_stream_entry(ch, item) {
+                publications.push(Arc::new(p));
+            }
+        }
+    }
+    if let Some(limit) = limit {
+        if publications.len() > limit {
+            publications.drain(..publications.len() - limit);
+        }
+    }
+    // No meta at all: the history is gone (or never was); an empty epoch matches no
+    // client's, so nothing is wrongly called recovered.
+    let epoch = epoch.unwrap_or_default();
+    Ok(HistoryPage {
+        publications,
+        offset: top.unwrap_or(0),
+        epoch,
+    })
+}
