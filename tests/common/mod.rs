@@ -3,7 +3,9 @@
 //! minting, and waits that poll with a deadline instead of sleeping.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
 pub mod raw;
+pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +38,14 @@ pub struct TestNode {
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The Redis this node uses when the suite runs on the Redis broker.
+    pub redis: Option<std::sync::Arc<redis::RedisServer>>,
+}
+
+/// `SWITCHYARD_TEST_BROKER=redis` runs the same suites on the Redis broker (each node
+/// with its own redis-server), so both brokers pass one set of tests.
+pub fn redis_suite() -> bool {
+    std::env::var("SWITCHYARD_TEST_BROKER").is_ok_and(|v| v == "redis")
 }
 
 impl TestNode {
@@ -52,7 +62,20 @@ impl TestNode {
         Self::start_config(config).await
     }
 
-    pub async fn start_config(config: Config) -> TestNode {
+    pub async fn start_config(mut config: Config) -> TestNode {
+        let redis = redis_suite().then(|| {
+            let r = std::sync::Arc::new(redis::RedisServer::start());
+            config.broker = switchyard::config::BrokerKind::Redis;
+            config.redis.url = r.url();
+            r
+        });
+        let mut node = Self::start_config_with(config).await;
+        node.redis = redis;
+        node
+    }
+
+    /// Starts a node exactly as configured (used for several nodes on one Redis).
+    pub async fn start_config_with(config: Config) -> TestNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -65,11 +88,24 @@ impl TestNode {
             .await
             .expect("node run");
         });
-        TestNode {
+        let node = TestNode {
             addr,
             shutdown: Some(tx),
             task: Some(task),
-        }
+            redis: None,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    /// Waits until `/ready` says 200 (the broker is up).
+    pub async fn wait_ready(&self) {
+        let url = self.http("/ready");
+        eventually("the node to be ready", || {
+            let url = url.clone();
+            async move { http_client().get(&url).send().await.ok().filter(|r| r.status() == 200) }
+        })
+        .await;
     }
 
     pub fn ws_url(&self, path_and_query: &str) -> String {
