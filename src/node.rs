@@ -14,8 +14,7 @@ use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{
-    NodeReport,
-    Broker, BrokerError, HistoryOpts, HistoryPage, PresenceEntry, Published, Sink,
+    Broker, BrokerError, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published, Sink,
 };
 use crate::channel::{ChannelName, Namespace, Namespaces};
 use crate::config::{BrokerKind, Config, ConfigError};
@@ -188,16 +187,18 @@ impl Node {
             };
             let bytes = encode("subscribed", id, None, &body);
             let epoch: Arc<str> = Arc::from(page.epoch.as_str());
-            let added = self.hub.add_subscriber(ch, conn, Some((page.offset, &epoch)), || {
-                if reply {
-                    conn.outbox.push_data(bytes, None);
-                }
-                if recovered == Some(true) {
-                    for p in &page.publications {
-                        conn.outbox.push_data(p.bytes().clone(), None);
+            let added = self
+                .hub
+                .add_subscriber(ch, conn, Some((page.offset, &epoch)), || {
+                    if reply {
+                        conn.outbox.push_data(bytes, None);
                     }
-                }
-            });
+                    if recovered == Some(true) {
+                        for p in &page.publications {
+                            conn.outbox.push_data(p.bytes().clone(), None);
+                        }
+                    }
+                });
             if added.is_ok() {
                 return Ok(body);
             }

@@ -92,7 +92,10 @@ async fn history_offsets_epoch_size_and_ttl() {
     let r = c
         .request(json!({"type": "subscribe", "payload": {"channel": "brief:a", "since": {"offset": 0, "epoch": epoch}}}), "late")
         .await;
-    assert_eq!(r["payload"]["recovered"], false, "offset 1 expired: the gap cannot be filled");
+    assert_eq!(
+        r["payload"]["recovered"], false,
+        "offset 1 expired: the gap cannot be filled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

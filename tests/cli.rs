@@ -220,7 +220,8 @@ async fn environment_overrides_the_file() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "the node logs its start");
     for l in lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("log.format = json: {l}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("log.format = json: {l}: {e}"));
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
     }
 }

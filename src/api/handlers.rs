@@ -15,10 +15,10 @@ use super::{read_json, ApiError};
 use crate::broker::BrokerError;
 use crate::channel::{ChannelName, Namespace};
 use crate::hub::Control;
-use std::collections::{BTreeMap, HashSet};
 use crate::metrics::PUBLICATIONS;
 use crate::node::{publications_json, Node};
 use crate::protocol::{is_reserved, CloseCode, Publication};
+use std::collections::{BTreeMap, HashSet};
 
 /// Upper bound of `/api/broadcast` channels.
 const MAX_BROADCAST: usize = 1000;
@@ -166,16 +166,28 @@ pub(super) struct DisconnectBody {
     reason: Option<String>,
 }
 
-pub(super) async fn disconnect(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(super) async fn disconnect(
+    State(node): State<Arc<Node>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let b: DisconnectBody = read_json(body, node.config.limits.max_message_size).await?;
     let code = match b.code {
         None => CloseCode::Forbidden.code(),
         Some(c @ 4000..=4999) => c,
-        Some(c) => return Err(ApiError::BadRequest(format!("code {c} is not in 4000-4999"))),
+        Some(c) => {
+            return Err(ApiError::BadRequest(format!(
+                "code {c} is not in 4000-4999"
+            )))
+        }
     };
-    let given = [&b.user_id, &b.session_id, &b.conn_id].iter().filter(|v| v.is_some()).count();
+    let given = [&b.user_id, &b.session_id, &b.conn_id]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
     if given != 1 {
-        return Err(ApiError::BadRequest("give exactly one of user_id, session_id, conn_id".into()));
+        return Err(ApiError::BadRequest(
+            "give exactly one of user_id, session_id, conn_id".into(),
+        ));
     }
     let cmd = Control::Disconnect {
         user_id: b.user_id,
@@ -194,7 +206,10 @@ pub(super) struct UserChannelBody {
     channel: String,
 }
 
-pub(super) async fn subscribe(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(super) async fn subscribe(
+    State(node): State<Arc<Node>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Subscribe {
@@ -205,7 +220,10 @@ pub(super) async fn subscribe(State(node): State<Arc<Node>>, body: Body) -> Resu
     Ok(Json(json!({})))
 }
 
-pub(super) async fn unsubscribe(State(node): State<Arc<Node>>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(super) async fn unsubscribe(
+    State(node): State<Arc<Node>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Unsubscribe {
@@ -216,13 +234,21 @@ pub(super) async fn unsubscribe(State(node): State<Arc<Node>>, body: Body) -> Re
     Ok(Json(json!({})))
 }
 
-pub(super) async fn presence(State(node): State<Arc<Node>>, Path(channel): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn presence(
+    State(node): State<Arc<Node>>,
+    Path(channel): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (ch, ns) = resolve(&node, &channel)?;
     if !ns.presence {
-        return Err(ApiError::NotFound(format!("presence is not enabled for namespace {}", ch.namespace())));
+        return Err(ApiError::NotFound(format!(
+            "presence is not enabled for namespace {}",
+            ch.namespace()
+        )));
     }
     let view = node.presence(&ch).await.map_err(broker_err)?;
-    Ok(Json(json!({"count": view.count, "users": view.users, "clients": view.clients})))
+    Ok(Json(
+        json!({"count": view.count, "users": view.users, "clients": view.clients}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Broker, BrokerError, Control, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published, Sink};
+use super::{
+    Broker, BrokerError, Control, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published,
+    Sink,
+};
 use crate::auth::random_hex;
 use crate::channel::ChannelName;
 use crate::protocol::Publication;

@@ -460,7 +460,10 @@ impl Hub {
                 let targets = match (user_id, session_id, conn_id) {
                     (Some(u), _, _) => self.user_conns(u),
                     (_, Some(s), _) => self.session_conns(s),
-                    (_, _, Some(c)) => parse_conn_id(c).and_then(|id| self.get(id)).into_iter().collect(),
+                    (_, _, Some(c)) => parse_conn_id(c)
+                        .and_then(|id| self.get(id))
+                        .into_iter()
+                        .collect(),
                     _ => Vec::new(),
                 };
                 for conn in targets {
@@ -468,7 +471,9 @@ impl Hub {
                 }
             }
             Control::Subscribe { user_id, channel } | Control::Unsubscribe { user_id, channel } => {
-                let Ok(ch) = ChannelName::parse(channel) else { return };
+                let Ok(ch) = ChannelName::parse(channel) else {
+                    return;
+                };
                 let subscribe = matches!(c, Control::Subscribe { .. });
                 for conn in self.user_conns(user_id) {
                     let item = if subscribe {

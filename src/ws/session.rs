@@ -730,7 +730,12 @@ impl Conn {
         match self.node.publish(p, &ns).await {
             Ok(r) => {
                 if let Some(copy) = forward {
-                    if let Err(e) = self.node.broker.forward(&copy, &conn_id_string(self.handle.id)).await {
+                    if let Err(e) = self
+                        .node
+                        .broker
+                        .forward(&copy, &conn_id_string(self.handle.id))
+                        .await
+                    {
                         tracing::warn!(error = %e, "upstream append failed");
                     }
                 }

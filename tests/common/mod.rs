@@ -28,8 +28,13 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A minimal valid config plus `extra` TOML (top-level keys first, then tables).
 pub fn config_toml(extra: &str) -> String {
+    let node_id = if extra.contains("node_id") {
+        ""
+    } else {
+        "node_id = \"test-node\"\n"
+    };
     format!(
-        "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\n{extra}\n"
+        "listen = \"127.0.0.1:0\"\n{node_id}auth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\n{extra}\n"
     )
 }
 
@@ -103,7 +108,14 @@ impl TestNode {
         let url = self.http("/ready");
         eventually("the node to be ready", || {
             let url = url.clone();
-            async move { http_client().get(&url).send().await.ok().filter(|r| r.status() == 200) }
+            async move {
+                http_client()
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            }
         })
         .await;
     }

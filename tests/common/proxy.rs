@@ -26,7 +26,9 @@ impl Proxy {
         let (f, g) = (frozen_below.clone(), generation.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let gen = g.load(Ordering::SeqCst);
                 let f = f.clone();
                 let (cr, cw) = client.into_split();

@@ -18,9 +18,9 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use parking_lot::Mutex;
 
 use super::{Broker, BrokerError, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published};
-use crate::hub::Control;
 use crate::channel::ChannelName;
 use crate::config::Config;
+use crate::hub::Control;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientInfo, Publication};
@@ -96,7 +96,11 @@ pub struct RedisBroker {
 impl RedisBroker {
     /// Builds the broker and starts its subscription task; Redis may be down at this
     /// point: the task keeps trying and `/ready` says 503 until it is up.
-    pub fn start(config: &Config, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Result<Arc<RedisBroker>, BrokerError> {
+    pub fn start(
+        config: &Config,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<RedisBroker>, BrokerError> {
         let mut pc = deadpool_redis::Config::from_url(config.redis.url.clone());
         pc.pool = Some(PoolConfig {
             max_size: config.redis.pool_size,
@@ -169,13 +173,20 @@ async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
         if entries.is_empty() {
             continue;
         }
-        let Ok(mut conn) = b.conn().await else { continue };
+        let Ok(mut conn) = b.conn().await else {
+            continue;
+        };
         let exp = RedisBroker::now_ms() + b.presence_ttl.as_millis() as u64;
         let mut pipe = redis::pipe();
         for (ch, ids) in &entries {
             let key = b.keys.presence_exp(ch.as_str());
             for id in ids {
-                pipe.cmd("ZADD").arg(&key).arg("XX").arg(exp).arg(id).ignore();
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg("XX")
+                    .arg(exp)
+                    .arg(id)
+                    .ignore();
             }
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
@@ -186,7 +197,11 @@ async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, p: Publication, history: Option<HistoryOpts>) -> Result<Published, BrokerError> {
+    async fn publish(
+        &self,
+        p: Publication,
+        history: Option<HistoryOpts>,
+    ) -> Result<Published, BrokerError> {
         let key = self.keys.channel(&p.channel);
         let envelope = wire::encode(&p, &self.node_id);
         let mut conn = self.conn().await?;
@@ -235,11 +250,24 @@ impl Broker for RedisBroker {
         limit: Option<usize>,
     ) -> Result<HistoryPage, BrokerError> {
         let mut conn = self.conn().await?;
-        read_history(&mut conn, &self.keys, ch.as_str(), _opts.ttl.as_secs().max(1), since, limit).await
+        read_history(
+            &mut conn,
+            &self.keys,
+            ch.as_str(),
+            _opts.ttl.as_secs().max(1),
+            since,
+            limit,
+        )
+        .await
     }
 
-    async fn presence_add(&self, ch: &ChannelName, entry: PresenceEntry) -> Result<(), BrokerError> {
-        let info = serde_json::to_string(&entry.client).map_err(|e| BrokerError::Internal(e.to_string()))?;
+    async fn presence_add(
+        &self,
+        ch: &ChannelName,
+        entry: PresenceEntry,
+    ) -> Result<(), BrokerError> {
+        let info = serde_json::to_string(&entry.client)
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
         let exp = Self::now_ms() + self.presence_ttl.as_millis() as u64;
         let mut conn = self.conn().await?;
         redis::pipe()
@@ -380,7 +408,8 @@ impl Broker for RedisBroker {
     }
 
     async fn report(&self, report: &NodeReport) -> Result<(), BrokerError> {
-        let text = serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
         redis::pipe()
             .cmd("SET")

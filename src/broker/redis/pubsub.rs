@@ -53,7 +53,10 @@ fn down(e: impl std::fmt::Display) -> BrokerError {
 }
 
 impl Handle {
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> Cmd) -> Result<(), BrokerError> {
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> Cmd,
+    ) -> Result<(), BrokerError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(down)?;
         match tokio::time::timeout(OP_TIMEOUT * 2, rx).await {
@@ -132,7 +135,12 @@ async fn run(s: Setup, mut rx: mpsc::Receiver<Cmd>) {
 
 /// While Redis is unreachable: refuse subscribes (the caller says `unavailable`),
 /// accept unsubscribes, and wait `delay`. False when the node is gone.
-async fn wait_while_down(s: &Setup, rx: &mut mpsc::Receiver<Cmd>, wanted: &mut HashSet<String>, delay: Duration) -> bool {
+async fn wait_while_down(
+    s: &Setup,
+    rx: &mut mpsc::Receiver<Cmd>,
+    wanted: &mut HashSet<String>,
+    delay: Duration,
+) -> bool {
     set_up(s, false);
     let until = tokio::time::Instant::now() + delay;
     loop {
@@ -250,15 +258,22 @@ async fn dispatch(s: &Setup, msg: &Msg, last_bad_log: &mut Option<Instant>) {
         .channel_of(msg.get_channel_name())
         .and_then(|ch| wire::decode(ch, msg.get_payload_bytes()));
     let Some((p, from_service)) = decoded else {
-        s.metrics.counter(PUBLICATIONS, "source", "malformed").increment(1);
+        s.metrics
+            .counter(PUBLICATIONS, "source", "malformed")
+            .increment(1);
         if last_bad_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             *last_bad_log = Some(Instant::now());
-            tracing::warn!(channel = msg.get_channel_name(), "malformed message from redis dropped");
+            tracing::warn!(
+                channel = msg.get_channel_name(),
+                "malformed message from redis dropped"
+            );
         }
         return;
     };
     if from_service {
-        s.metrics.counter(PUBLICATIONS, "source", "redis").increment(1);
+        s.metrics
+            .counter(PUBLICATIONS, "source", "redis")
+            .increment(1);
     }
     deliver_in_order(s, &p).await;
 }
@@ -281,7 +296,12 @@ async fn fill_gap(s: &Setup, ch: &str, pos: &Position) {
     let Ok(Ok(mut conn)) = tokio::time::timeout(OP_TIMEOUT, s.pool.get()).await else {
         return;
     };
-    let page = match tokio::time::timeout(OP_TIMEOUT, read_history(&mut conn, &s.keys, ch, 0, Some(pos.offset), None)).await {
+    let page = match tokio::time::timeout(
+        OP_TIMEOUT,
+        read_history(&mut conn, &s.keys, ch, 0, Some(pos.offset), None),
+    )
+    .await
+    {
         Ok(Ok(page)) => page,
         _ => return,
     };
@@ -289,7 +309,10 @@ async fn fill_gap(s: &Setup, ch: &str, pos: &Position) {
     let first = page.publications.first().and_then(|p| p.offset);
     let contiguous = page.offset == pos.offset || first == Some(pos.offset + 1);
     if !same_epoch || page.offset < pos.offset || !contiguous {
-        tracing::info!(channel = ch, "history cannot fill a gap: subscribers closed with 4012");
+        tracing::info!(
+            channel = ch,
+            "history cannot fill a gap: subscribers closed with 4012"
+        );
         s.hub.lose_history(
             ch,
             Position {

@@ -96,9 +96,13 @@ pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)>
 
 /// A history stream entry `[id, ["d", envelope]]`.
 pub(super) fn decode_stream_entry(channel: &str, entry: Value) -> Option<Publication> {
-    let Value::Array(mut parts) = entry else { return None };
+    let Value::Array(mut parts) = entry else {
+        return None;
+    };
     let fields = parts.pop()?;
-    let Value::Array(fields) = fields else { return None };
+    let Value::Array(fields) = fields else {
+        return None;
+    };
     let mut it = fields.into_iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         let is_d = matches!(&k, Value::BulkString(b) if b == b"d");
@@ -115,19 +119,33 @@ mod tests {
 
     #[test]
     fn service_envelope_and_garbage() {
-        let (p, from_service) =
-            decode("order:1", br#"{"type":"order_update","payload":{"status":"shipped"}}"#).expect("valid");
+        let (p, from_service) = decode(
+            "order:1",
+            br#"{"type":"order_update","payload":{"status":"shipped"}}"#,
+        )
+        .expect("valid");
         assert!(from_service);
         assert_eq!(p.event, "order_update");
         assert_eq!(p.offset, None);
-        for bad in [&b"nope"[..], b"[1]", br#"{"payload":1}"#, br#"{"type":"subscribed"}"#, br#"{"type":""}"#, b"\xff"] {
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            br#"{"payload":1}"#,
+            br#"{"type":"subscribed"}"#,
+            br#"{"type":""}"#,
+            b"\xff",
+        ] {
             assert!(decode("a:b", bad).is_none(), "{bad:?}");
         }
     }
 
     #[test]
     fn node_round_trip_keeps_from_and_offset() {
-        let mut p = Publication::new(Arc::from("chat:1"), "m".into(), RawValue::from_string("[1]".into()).expect("raw"));
+        let mut p = Publication::new(
+            Arc::from("chat:1"),
+            "m".into(),
+            RawValue::from_string("[1]".into()).expect("raw"),
+        );
         p.from = Some(ClientInfo {
             user_id: Some(Arc::from("u")),
             session_id: None,
