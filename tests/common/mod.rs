@@ -3,6 +3,7 @@
 //! minting, and waits that poll with a deadline instead of sleeping.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nginx;
 pub mod proxy;
 pub mod raw;
 pub mod redis;
