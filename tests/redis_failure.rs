@@ -21,7 +21,14 @@ async fn node_via(url: String, id: &str, extra: &str) -> TestNode {
 }
 
 async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http_client().get(node.http("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let text = http_client()
+        .get(node.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -30,13 +37,26 @@ async fn metric(node: &TestNode, name: &str) -> f64 {
 }
 
 async fn ready_status(node: &TestNode) -> u16 {
-    http_client().get(node.http("/ready")).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    http_client()
+        .get(node.http("/ready"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 fn fcall(redis: &RedisServer, channel: &str, i: u64, size: &str) -> String {
     let env = format!(r#"{{"type":"tick","payload":{{"i":{i}}}}}"#);
     tokio::task::block_in_place(|| {
-        redis.cli(&["FCALL", "switchyard_publish", "1", &format!("switchyard:{{{channel}}}"), &env, size, "3600"])
+        redis.cli(&[
+            "FCALL",
+            "switchyard_publish",
+            "1",
+            &format!("switchyard:{{{channel}}}"),
+            &env,
+            size,
+            "3600",
+        ])
     })
 }
 
@@ -49,24 +69,43 @@ async fn redis_down_then_back_without_clients_reconnecting() {
     let (mut c, _) = Client::authed(&node, "u").await;
     c.subscribe("public:live").await;
     redis.stop();
-    eventually("/ready to say 503 with redis down", || async { (ready_status(&node).await == 503).then_some(()) }).await;
+    eventually("/ready to say 503 with redis down", || async {
+        (ready_status(&node).await == 503).then_some(())
+    })
+    .await;
     assert_eq!(metric(&node, "switchyard_broker_up").await, 0.0);
-    let (s, body) = api_post(&node, "/api/publish", json!({"channel": "public:live", "type": "x", "payload": 1})).await;
+    let (s, body) = api_post(
+        &node,
+        "/api/publish",
+        json!({"channel": "public:live", "type": "x", "payload": 1}),
+    )
+    .await;
     assert_eq!(s, 503, "never a 200 for a message that was not accepted");
     assert_eq!(body["error"]["code"], "unavailable");
     let p = c.request(json!({"type": "ping"}), "still").await;
     assert_eq!(p["type"], "pong", "sockets stay up");
-    let e = c.request(json!({"type": "subscribe", "payload": {"channel": "public:other"}}), "s2").await;
+    let e = c
+        .request(
+            json!({"type": "subscribe", "payload": {"channel": "public:other"}}),
+            "s2",
+        )
+        .await;
     assert_eq!(e["payload"]["code"], "unavailable");
     redis.restart();
-    eventually("/ready back to 200 once redis accepts connections", || async {
-        (ready_status(&node).await == 200).then_some(())
-    })
+    eventually(
+        "/ready back to 200 once redis accepts connections",
+        || async { (ready_status(&node).await == 200).then_some(()) },
+    )
     .await;
     assert!(metric(&node, "switchyard_broker_reconnects_total").await >= 1.0);
     assert_eq!(metric(&node, "switchyard_broker_up").await, 1.0);
-    node.publish("public:live", "after", json!({"ok": true})).await;
-    assert_eq!(c.until("after").await["payload"]["ok"], true, "resubscribed by itself");
+    node.publish("public:live", "after", json!({"ok": true}))
+        .await;
+    assert_eq!(
+        c.until("after").await["payload"]["ok"],
+        true,
+        "resubscribed by itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,13 +152,25 @@ async fn a_silent_path_is_caught_by_the_canary_and_history_fills_the_gap() {
     .await;
     for i in 4..=6 {
         let m = c.expect("tick").await;
-        assert_eq!((m["offset"].as_u64(), m["payload"]["i"].as_u64()), (Some(i), Some(i)), "filled from history, in order");
+        assert_eq!(
+            (m["offset"].as_u64(), m["payload"]["i"].as_u64()),
+            (Some(i), Some(i)),
+            "filled from history, in order"
+        );
     }
     fcall(&redis, "feed:f", 7, "100");
-    assert_eq!(c.expect("tick").await["offset"], 7, "then live again, no duplicate");
+    assert_eq!(
+        c.expect("tick").await["offset"],
+        7,
+        "then live again, no duplicate"
+    );
     node.wait_ready().await;
     node.publish("public:live", "ok", json!(1)).await;
-    assert_eq!(c.until("ok").await["payload"], 1, "every channel resubscribed");
+    assert_eq!(
+        c.until("ok").await["payload"],
+        1,
+        "every channel resubscribed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,8 +205,16 @@ async fn history_lost_in_a_redis_restart_closes_history_subscribers_4012() {
     assert_eq!(hist.expect("tick").await["offset"], 1);
     redis.restart(); // nothing persisted: the history and its epoch are gone
     let closed = hist.closed().await;
-    assert_eq!(closed.code, Some(4012), "offsets of a lost history must not be reused silently");
+    assert_eq!(
+        closed.code,
+        Some(4012),
+        "offsets of a lost history must not be reused silently"
+    );
     node.wait_ready().await;
     node.publish("public:plain", "still", json!(1)).await;
-    assert_eq!(live.until("still").await["payload"], 1, "channels without history carry on");
+    assert_eq!(
+        live.until("still").await["payload"],
+        1,
+        "channels without history carry on"
+    );
 }

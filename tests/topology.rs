@@ -13,7 +13,10 @@ use serde_json::json;
 async fn three_nodes(redis: &RedisServer) -> Vec<NodeProcess> {
     let mut nodes = Vec::new();
     for i in 1..=3 {
-        let extra = format!("broker = \"redis\"\nnode_id = \"node{i}\"\nredis.url = \"{}\"", redis.url());
+        let extra = format!(
+            "broker = \"redis\"\nnode_id = \"node{i}\"\nredis.url = \"{}\"",
+            redis.url()
+        );
         nodes.push(NodeProcess::start(&extra, "").await);
     }
     nodes
@@ -28,16 +31,38 @@ async fn nginx_config_upgrades_websockets_and_hides_the_api() {
     let public = format!("127.0.0.1:{}", nginx.public);
     let mut seen = std::collections::HashSet::new();
     for i in 0..5 {
-        let mut c = Client::connect(&format!("ws://{public}/ws?token={}", token(&format!("u{i}")))).await;
-        seen.insert(c.expect("auth_success").await["payload"]["node"].as_str().expect("node").to_owned());
+        let mut c = Client::connect(&format!(
+            "ws://{public}/ws?token={}",
+            token(&format!("u{i}"))
+        ))
+        .await;
+        seen.insert(
+            c.expect("auth_success").await["payload"]["node"]
+                .as_str()
+                .expect("node")
+                .to_owned(),
+        );
     }
-    assert_eq!(seen.len(), 1, "ip_hash: one client address, one node: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "ip_hash: one client address, one node: {seen:?}"
+    );
     let http = http_client();
     for path in ["/api/stats", "/api/publish", "/metrics"] {
-        let r = http.get(format!("http://{public}{path}")).header("X-API-Key", API_KEY).send().await.expect("req");
+        let r = http
+            .get(format!("http://{public}{path}"))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await
+            .expect("req");
         assert_eq!(r.status(), 403, "{path} is not public");
     }
-    let health = http.get(format!("http://{public}/health")).send().await.expect("health");
+    let health = http
+        .get(format!("http://{public}/health"))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 200);
     let r = http
         .post(format!("http://127.0.0.1:{}/api/publish", nginx.internal))
@@ -82,11 +107,19 @@ async fn end_to_end_a_killed_node_s_clients_recover_through_nginx() {
     publish("paid").await;
     assert_eq!(c.expect("order_update").await["offset"], 1);
     tokio::task::block_in_place(|| {
-        redis.cli(&["PUBLISH", "switchyard:{public:deals}", r#"{"type":"deal","payload":{"pct":20}}"#])
+        redis.cli(&[
+            "PUBLISH",
+            "switchyard:{public:deals}",
+            r#"{"type":"deal","payload":{"pct":20}}"#,
+        ])
     });
     assert_eq!(c.expect("deal").await["payload"]["pct"], 20);
 
-    let idx: usize = first_node.trim_start_matches("node").parse::<usize>().expect("node index") - 1;
+    let idx: usize = first_node
+        .trim_start_matches("node")
+        .parse::<usize>()
+        .expect("node index")
+        - 1;
     let victim = nodes.remove(idx);
     drop(victim); // SIGKILL
     let closed = c.closed().await;
@@ -96,8 +129,13 @@ async fn end_to_end_a_killed_node_s_clients_recover_through_nginx() {
     publish("packed").await;
     tokio::task::block_in_place(|| {
         redis.cli(&[
-            "FCALL", "switchyard_publish", "1", "switchyard:{order:77}",
-            r#"{"type":"order_update","payload":{"status":"shipped"}}"#, "100", "86400",
+            "FCALL",
+            "switchyard_publish",
+            "1",
+            "switchyard:{order:77}",
+            r#"{"type":"order_update","payload":{"status":"shipped"}}"#,
+            "100",
+            "86400",
         ])
     });
     let mut c = eventually("the client to get back in through nginx", || {
@@ -106,7 +144,11 @@ async fn end_to_end_a_killed_node_s_clients_recover_through_nginx() {
     })
     .await;
     let ok = c.expect("auth_success").await;
-    assert_ne!(ok["payload"]["node"], first_node.as_str(), "landed on a live node");
+    assert_ne!(
+        ok["payload"]["node"],
+        first_node.as_str(),
+        "landed on a live node"
+    );
     let r = c
         .request(
             json!({"type": "subscribe", "payload": {"channel": "order:77", "token": sub_token("buyer", "order:77"), "since": {"offset": 1, "epoch": epoch}}}),
@@ -115,11 +157,24 @@ async fn end_to_end_a_killed_node_s_clients_recover_through_nginx() {
         .await;
     assert_eq!(r["payload"]["recovered"], true);
     let statuses: Vec<String> = vec![
-        c.expect("order_update").await["payload"]["status"].as_str().unwrap_or_default().to_owned(),
-        c.expect("order_update").await["payload"]["status"].as_str().unwrap_or_default().to_owned(),
+        c.expect("order_update").await["payload"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        c.expect("order_update").await["payload"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     ];
-    assert_eq!(statuses, vec!["packed", "shipped"], "what was published meanwhile, once, in order");
+    assert_eq!(
+        statuses,
+        vec!["packed", "shipped"],
+        "what was published meanwhile, once, in order"
+    );
     publish("delivered").await;
     let m = c.expect("order_update").await;
-    assert_eq!((m["offset"].as_u64(), m["payload"]["status"].as_str()), (Some(4), Some("delivered")));
+    assert_eq!(
+        (m["offset"].as_u64(), m["payload"]["status"].as_str()),
+        (Some(4), Some("delivered"))
+    );
 }

@@ -16,8 +16,15 @@ pub struct Nginx {
 
 /// The shipped config with its upstream servers and listen ports replaced.
 pub fn render(upstreams: &[SocketAddr], public: u16, internal: u16) -> String {
-    let shipped = std::fs::read_to_string(format!("{}/nginx/switchyard.conf", env!("CARGO_MANIFEST_DIR"))).expect("nginx/switchyard.conf");
-    let servers: String = upstreams.iter().map(|a| format!("    server {a};\n")).collect();
+    let shipped = std::fs::read_to_string(format!(
+        "{}/nginx/switchyard.conf",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("nginx/switchyard.conf");
+    let servers: String = upstreams
+        .iter()
+        .map(|a| format!("    server {a};\n"))
+        .collect();
     let mut out = String::new();
     let mut in_upstream = false;
     for line in shipped.lines() {
@@ -73,7 +80,11 @@ impl Nginx {
             .arg(&conf)
             .output()
             .expect("nginx -t");
-        assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+        assert!(
+            check.status.success(),
+            "nginx -t: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let child = Command::new(nginx)
             .arg("-p")
             .arg(&dir.0)
@@ -86,7 +97,10 @@ impl Nginx {
             .expect("start nginx");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", public)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen on {public}");
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {public}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Nginx {
