@@ -4,6 +4,7 @@
 //! `switchyard_publish` function, presence in a hash with per-entry expiry, and the
 //! cluster-wide commands and node registry under `<prefix>:`.
 
+mod conn;
 mod pubsub;
 mod wire;
 
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use parking_lot::Mutex;
+
+use conn::{Commands, Conn};
 
 use super::{Broker, BrokerError, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published};
 use crate::channel::ChannelName;
@@ -34,7 +36,7 @@ const REGISTRY_TTL: Duration = Duration::from_secs(15);
 /// Key names, all under the configured prefix; a channel's keys share `{<channel>}`.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 impl Keys {
@@ -83,7 +85,7 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
 
 pub struct RedisBroker {
     keys: Keys,
-    pool: Pool,
+    pool: Commands,
     node_id: String,
     presence_ttl: Duration,
     /// Presence entries this node wrote, refreshed until removed (a crashed node's
@@ -101,21 +103,8 @@ impl RedisBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<RedisBroker>, BrokerError> {
-        let mut pc = deadpool_redis::Config::from_url(config.redis.url.clone());
-        pc.pool = Some(PoolConfig {
-            max_size: config.redis.pool_size,
-            timeouts: Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(2)),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = pc
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BrokerError::Internal(format!("redis.url: {e}")))?;
-        let client = redis::Client::open(config.redis.url.as_str())
-            .map_err(|e| BrokerError::Internal(format!("redis.url: {e}")))?;
+        let pool = Commands::new(&config.redis)?;
+        let client = pubsub::Client::new(&config.redis)?;
         let keys = Keys {
             prefix: config.redis.prefix.clone(),
         };
@@ -143,8 +132,17 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Conn, BrokerError> {
+        self.pool.get().await
+    }
+
+    /// PUBLISH, or SPUBLISH on a Redis Cluster (sharded pub/sub).
+    fn publish_cmd(&self) -> &'static str {
+        if self.pool.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn now_ms() -> u64 {
@@ -223,7 +221,7 @@ impl Broker for RedisBroker {
                 })
             }
             _ => {
-                redis::cmd("PUBLISH")
+                redis::cmd(self.publish_cmd())
                     .arg(&key)
                     .arg(envelope)
                     .query_async::<i64>(&mut conn)
@@ -363,7 +361,7 @@ impl Broker for RedisBroker {
     async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
         let text = serde_json::to_string(&cmd).map_err(|e| BrokerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
-        redis::cmd("PUBLISH")
+        redis::cmd(self.publish_cmd())
             .arg(self.keys.control())
             .arg(text)
             .query_async::<i64>(&mut conn)
@@ -408,26 +406,29 @@ impl Broker for RedisBroker {
     }
 
     async fn report(&self, report: &NodeReport) -> Result<(), BrokerError> {
-        let text =
-            serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let text = serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
-        redis::pipe()
-            .cmd("SET")
+        let now = Self::now_ms();
+        // Separate commands: the keys live in different cluster slots.
+        redis::cmd("SET")
             .arg(self.keys.node(&self.node_id))
             .arg(text)
             .arg("PX")
             .arg(REGISTRY_TTL.as_millis() as u64)
-            .ignore()
-            .cmd("ZADD")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        redis::cmd("ZADD")
             .arg(self.keys.nodes())
-            .arg(Self::now_ms())
+            .arg(now)
             .arg(&self.node_id)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        redis::cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.nodes())
             .arg("-inf")
-            .arg(Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64))
-            .ignore()
+            .arg(now.saturating_sub(REGISTRY_TTL.as_millis() as u64))
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
@@ -458,14 +459,13 @@ impl Broker for RedisBroker {
 
     async fn deregister(&self) {
         if let Ok(mut conn) = self.conn().await {
-            let _ = redis::pipe()
-                .cmd("DEL")
+            let _ = redis::cmd("DEL")
                 .arg(self.keys.node(&self.node_id))
-                .ignore()
-                .cmd("ZREM")
+                .query_async::<()>(&mut conn)
+                .await;
+            let _ = redis::cmd("ZREM")
                 .arg(self.keys.nodes())
                 .arg(&self.node_id)
-                .ignore()
                 .query_async::<()>(&mut conn)
                 .await;
         }
@@ -481,7 +481,7 @@ impl Broker for RedisBroker {
 /// a channel without history gets its epoch now (kept like the function keeps it),
 /// so a subscriber's epoch is the one its first publication will carry.
 pub(crate) async fn read_history(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut Conn,
     keys: &Keys,
     ch: &str,
     ttl_secs: u64,

@@ -4,17 +4,18 @@
 //! itself, and publishes a canary through its own path to notice a connection that
 //! is up but no longer delivers (SPEC 8.6).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, aio::PubSubSink, Msg};
-use deadpool_redis::Pool;
+use deadpool_redis::redis::{self, aio::PubSubSink, PushInfo, PushKind, Value};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::conn::{slot, Commands};
 use super::{read_history, wire, Keys, FUNCTIONS};
+use crate::config::RedisConfig;
 use crate::broker::BrokerError;
 use crate::hub::{Control, Delivery, Hub, Position};
 use crate::metrics::{Metrics, PUBLICATIONS};
@@ -28,9 +29,85 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Channels per SUBSCRIBE command when resubscribing everything.
 const BATCH: usize = 1000;
 
+/// How to open the subscription path: one Redis, or a Redis Cluster (sharded pub/sub
+/// over RESP3, routed by slot).
+pub(super) enum Client {
+    Single(redis::Client),
+    Cluster(String),
+}
+
+impl Client {
+    pub(super) fn new(cfg: &RedisConfig) -> Result<Client, BrokerError> {
+        if cfg.cluster {
+            Ok(Client::Cluster(cfg.url.clone()))
+        } else {
+            redis::Client::open(cfg.url.as_str())
+                .map(Client::Single)
+                .map_err(|e| BrokerError::Internal(format!("redis.url: {e}")))
+        }
+    }
+}
+
+/// An open subscription path.
+enum Path {
+    Single {
+        sink: PubSubSink,
+        stream: redis::aio::PubSubStream,
+    },
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Path {
+    async fn subscribe(&mut self, channels: &[&String]) -> redis::RedisResult<()> {
+        match self {
+            Path::Single { sink, .. } => sink.subscribe(channels).await,
+            // A sharded subscribe names channels of one slot: one at a time.
+            Path::Cluster { conn, .. } => {
+                for ch in channels {
+                    conn.ssubscribe(ch.as_str()).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Path::Single { sink, .. } => sink.unsubscribe(channel).await,
+            Path::Cluster { conn, .. } => conn.sunsubscribe(channel).await,
+        }
+    }
+
+    /// The next message as (channel, payload); `None` when the path is lost.
+    async fn next(&mut self) -> Option<(String, Vec<u8>)> {
+        match self {
+            Path::Single { stream, .. } => {
+                let m = stream.next().await?;
+                Some((m.get_channel_name().to_owned(), m.get_payload_bytes().to_vec()))
+            }
+            Path::Cluster { pushes, .. } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    PushKind::SMessage | PushKind::Message => {
+                        let mut data = push.data.into_iter();
+                        if let (Some(Value::BulkString(ch)), Some(Value::BulkString(payload))) = (data.next(), data.next()) {
+                            return Some((String::from_utf8_lossy(&ch).into_owned(), payload));
+                        }
+                    }
+                    PushKind::Disconnection => return None,
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 pub(super) struct Setup {
-    pub(super) client: redis::Client,
-    pub(super) pool: Pool,
+    pub(super) client: Client,
+    pub(super) pool: Commands,
     pub(super) keys: Keys,
     pub(super) node_id: String,
     pub(super) hub: Arc<Hub>,
@@ -93,7 +170,7 @@ async fn run(s: Setup, mut rx: mpsc::Receiver<Cmd>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = tokio::time::timeout(OP_TIMEOUT * 4, connect(&s, &wanted)).await;
-        let (sink, stream) = match attempt {
+        let (path, canaries) = match attempt {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis subscription path unavailable; retrying");
@@ -121,7 +198,7 @@ async fn run(s: Setup, mut rx: mpsc::Receiver<Cmd>) {
         // newer; messages arriving meanwhile wait in the stream and are deduplicated.
         fill_all_gaps(&s).await;
         set_up(&s, true);
-        let why = serve(&s, sink, stream, &mut rx, &mut wanted).await;
+        let why = serve(&s, path, canaries, &mut rx, &mut wanted).await;
         set_up(&s, false);
         match why {
             None => return,
@@ -129,7 +206,7 @@ async fn run(s: Setup, mut rx: mpsc::Receiver<Cmd>) {
         }
         // Connections in the pool may be as dead as this one (a silent network fault):
         // drop them so the next commands open fresh ones.
-        s.pool.retain(|_, _| false);
+        s.pool.reset();
     }
 }
 
@@ -155,42 +232,96 @@ async fn wait_while_down(
     }
 }
 
-type Stream = redis::aio::PubSubStream;
+fn publish_cmd(s: &Setup) -> &'static str {
+    if s.pool.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
+}
 
-async fn connect(s: &Setup, wanted: &HashSet<String>) -> Result<(PubSubSink, Stream), BrokerError> {
-    let pubsub = s.client.get_async_pubsub().await.map_err(down)?;
-    let (mut sink, stream) = pubsub.split();
-    let mut conn = s.pool.get().await.map_err(down)?;
-    let library = FUNCTIONS.replace("__PUBLISH__", "PUBLISH");
+/// One canary channel per master: each shard's path is watched on its own. On one
+/// Redis there is one.
+async fn canary_channels(s: &Setup) -> Result<Vec<String>, BrokerError> {
+    if !s.pool.is_cluster() {
+        return Ok(vec![s.keys.canary(&s.node_id)]);
+    }
+    let mut conn = s.pool.get().await?;
+    let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(down)?;
+    let mut masters: HashMap<String, (u16, u16)> = HashMap::new();
+    if let Value::Array(ranges) = slots {
+        for r in ranges {
+            let Value::Array(parts) = r else { continue };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) = (parts.first(), parts.get(1), parts.get(2)) else {
+                continue;
+            };
+            let id = format!("{:?}", master.get(2).or(master.get(1)));
+            masters.entry(id).or_insert((*start as u16, *end as u16));
+        }
+    }
+    let mut out = Vec::new();
+    for (start, end) in masters.values() {
+        let name = (0u32..100_000)
+            .map(|i| format!("__canary__:{}:{i}", s.node_id))
+            .find(|tag| (*start..=*end).contains(&slot(tag)))
+            .ok_or_else(|| BrokerError::Internal("no canary name for a slot range".into()))?;
+        out.push(format!("{}:{{{name}}}", s.keys.prefix));
+    }
+    Ok(out)
+}
+
+async fn connect(s: &Setup, wanted: &HashSet<String>) -> Result<(Path, Vec<String>), BrokerError> {
+    let mut path = match &s.client {
+        Client::Single(client) => {
+            let (sink, stream) = client.get_async_pubsub().await.map_err(down)?.split();
+            Path::Single { sink, stream }
+        }
+        Client::Cluster(url) => {
+            let (tx, pushes) = mpsc::unbounded_channel();
+            let client = redis::cluster::ClusterClientBuilder::new(vec![url.as_str()])
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(tx)
+                .connection_timeout(OP_TIMEOUT)
+                .response_timeout(OP_TIMEOUT)
+                .build()
+                .map_err(down)?;
+            let conn = client.get_async_connection().await.map_err(down)?;
+            Path::Cluster { conn, pushes }
+        }
+    };
+    let mut conn = s.pool.get().await?;
+    // On a cluster FUNCTION LOAD goes to every master.
+    let library = FUNCTIONS.replace("__PUBLISH__", publish_cmd(s));
     redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")
         .arg(library)
-        .query_async::<String>(&mut conn)
+        .query_async::<Value>(&mut conn)
         .await
         .map_err(down)?;
-    sink.subscribe(&[s.keys.canary(&s.node_id), s.keys.control()])
-        .await
-        .map_err(down)?;
+    let canaries = canary_channels(s).await?;
+    let control = s.keys.control();
+    let mut fixed: Vec<&String> = canaries.iter().collect();
+    fixed.push(&control);
+    path.subscribe(&fixed).await.map_err(down)?;
     let all: Vec<&String> = wanted.iter().collect();
     for chunk in all.chunks(BATCH) {
-        sink.subscribe(chunk).await.map_err(down)?;
+        path.subscribe(chunk).await.map_err(down)?;
     }
-    Ok((sink, stream))
+    Ok((path, canaries))
 }
 
 /// Runs the connected path until it fails (`Some(reason)`) or the node is gone.
 async fn serve(
     s: &Setup,
-    mut sink: PubSubSink,
-    mut stream: Stream,
+    mut path: Path,
+    canaries: Vec<String>,
     rx: &mut mpsc::Receiver<Cmd>,
     wanted: &mut HashSet<String>,
 ) -> Option<&'static str> {
-    let canary_channel = s.keys.canary(&s.node_id);
     let control_channel = s.keys.control();
     let mut tick = tokio::time::interval(CANARY_PERIOD);
-    let mut last_canary = Instant::now();
+    let mut last_seen: HashMap<String, Instant> = canaries.iter().map(|c| (c.clone(), Instant::now())).collect();
     let mut seq: u64 = 0;
     let mut last_bad_log: Option<Instant> = None;
     loop {
@@ -198,7 +329,7 @@ async fn serve(
             cmd = rx.recv() => match cmd {
                 None => return None,
                 Some(Cmd::Subscribe(ch, reply)) => {
-                    match tokio::time::timeout(OP_TIMEOUT, sink.subscribe(&ch)).await {
+                    match tokio::time::timeout(OP_TIMEOUT, path.subscribe(&[&ch])).await {
                         Ok(Ok(())) => {
                             wanted.insert(ch);
                             let _ = reply.send(Ok(()));
@@ -211,52 +342,51 @@ async fn serve(
                 }
                 Some(Cmd::Unsubscribe(ch, reply)) => {
                     wanted.remove(&ch);
-                    let r = tokio::time::timeout(OP_TIMEOUT, sink.unsubscribe(&ch)).await;
+                    let r = tokio::time::timeout(OP_TIMEOUT, path.unsubscribe(&ch)).await;
                     let _ = reply.send(Ok(()));
                     if !matches!(r, Ok(Ok(()))) {
                         return Some("unsubscribe failed");
                     }
                 }
             },
-            msg = stream.next() => {
-                let Some(msg) = msg else { return Some("connection closed") };
-                let name = msg.get_channel_name();
-                if name == canary_channel {
-                    last_canary = Instant::now();
+            msg = path.next() => {
+                let Some((name, payload)) = msg else { return Some("connection closed") };
+                if let Some(t) = last_seen.get_mut(&name) {
+                    *t = Instant::now();
                 } else if name == control_channel {
-                    match serde_json::from_slice::<Control>(msg.get_payload_bytes()) {
+                    match serde_json::from_slice::<Control>(&payload) {
                         Ok(c) => s.hub.execute(&c),
                         Err(e) => tracing::warn!(error = %e, "malformed control message ignored"),
                     }
                 } else {
-                    dispatch(s, &msg, &mut last_bad_log).await;
+                    dispatch(s, &name, &payload, &mut last_bad_log).await;
                 }
             },
             _ = tick.tick() => {
-                if last_canary.elapsed() > CANARY_PERIOD * CANARY_MISSES {
+                if last_seen.values().any(|t| t.elapsed() > CANARY_PERIOD * CANARY_MISSES) {
                     return Some("canary not received");
                 }
                 seq += 1;
-                let pool = s.pool.clone();
-                let channel = canary_channel.clone();
-                // Published off the loop: a stalled command must not stall delivery.
-                tokio::spawn(async move {
-                    let publish = async {
-                        let mut conn = pool.get().await.ok()?;
-                        redis::cmd("PUBLISH").arg(channel).arg(seq).query_async::<i64>(&mut conn).await.ok()
-                    };
-                    let _ = tokio::time::timeout(CANARY_PERIOD, publish).await;
-                });
+                for channel in &canaries {
+                    let pool = s.pool.clone();
+                    let channel = channel.clone();
+                    let cmd = publish_cmd(s);
+                    // Published off the loop: a stalled command must not stall delivery.
+                    tokio::spawn(async move {
+                        let publish = async {
+                            let mut conn = pool.get().await.ok()?;
+                            redis::cmd(cmd).arg(channel).arg(seq).query_async::<i64>(&mut conn).await.ok()
+                        };
+                        let _ = tokio::time::timeout(CANARY_PERIOD, publish).await;
+                    });
+                }
             }
         }
     }
 }
 
-async fn dispatch(s: &Setup, msg: &Msg, last_bad_log: &mut Option<Instant>) {
-    let decoded = s
-        .keys
-        .channel_of(msg.get_channel_name())
-        .and_then(|ch| wire::decode(ch, msg.get_payload_bytes()));
+async fn dispatch(s: &Setup, name: &str, payload: &[u8], last_bad_log: &mut Option<Instant>) {
+    let decoded = s.keys.channel_of(name).and_then(|ch| wire::decode(ch, payload));
     let Some((p, from_service)) = decoded else {
         s.metrics
             .counter(PUBLICATIONS, "source", "malformed")
@@ -264,7 +394,7 @@ async fn dispatch(s: &Setup, msg: &Msg, last_bad_log: &mut Option<Instant>) {
         if last_bad_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             *last_bad_log = Some(Instant::now());
             tracing::warn!(
-                channel = msg.get_channel_name(),
+                channel = name,
                 "malformed message from redis dropped"
             );
         }
