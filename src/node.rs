@@ -41,6 +41,14 @@ impl Sink for Hub {
     fn execute(&self, c: &Control) {
         Hub::execute(self, c)
     }
+
+    fn user_connections(&self, user: &str) -> Vec<String> {
+        self.user_conns(user)
+            .iter()
+            .filter(|c| !c.outbox.is_closing())
+            .map(|c| conn_id_string(c.id))
+            .collect()
+    }
 }
 
 /// What a successful subscribe reports (`subscribed` payload).

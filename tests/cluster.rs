@@ -379,4 +379,38 @@ async fn presence_is_cluster_wide_and_a_crashed_nodes_entries_expire() {
         (p["count"] == 1).then_some(())
     })
     .await;
+    // An absence check: the live node keeps refreshing its own entry past the TTL.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let (_, p) = api_get(&a, "/api/presence/chat:p").await;
+    assert_eq!(p["count"], 1, "a live node's entries do not expire");
+    assert_eq!(p["clients"][0]["user_id"], "x");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_user_connection_limit_is_cluster_wide() {
+    let redis = RedisServer::start();
+    let limit = "limits.max_connections_per_user = 1";
+    let a = node_on(&redis, "a", limit).await;
+    let b = node_on(&redis, "b", limit).await;
+    let (mut first, _) = Client::authed(&a, "fan").await;
+    let (mut second, _) = Client::authed(&b, "fan").await;
+    let closed = first.closed().await;
+    assert_eq!(
+        closed.code,
+        Some(4009),
+        "the older connection on the other node is replaced"
+    );
+    let p = second.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(p["type"], "pong");
+
+    let reject = "limits.max_connections_per_user = 1\nlimits.per_user_policy = \"reject\"";
+    let c = node_on(&redis, "c", reject).await;
+    let d = node_on(&redis, "d", reject).await;
+    let (_held, _) = Client::authed(&c, "solo").await;
+    let url = d.ws_url(&format!("/ws?token={}", token("solo")));
+    assert_eq!(
+        Client::try_connect(&url, &[]).await.err().as_deref(),
+        Some("429"),
+        "refused on another node"
+    );
 }

@@ -30,9 +30,21 @@ async fn sharded_pubsub_history_and_commands_across_nodes() {
         c.subscribe(ch).await;
     }
     let shard_channels = tokio::task::block_in_place(|| {
-        cluster.nodes.iter().map(|n| n.cli(&["PUBSUB", "SHARDCHANNELS"]).lines().filter(|l| !l.is_empty()).count()).collect::<Vec<_>>()
+        cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                n.cli(&["PUBSUB", "SHARDCHANNELS"])
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .count()
+            })
+            .collect::<Vec<_>>()
     });
-    assert!(shard_channels.iter().filter(|n| **n > 0).count() >= 2, "subscriptions live on several shards: {shard_channels:?}");
+    assert!(
+        shard_channels.iter().filter(|n| **n > 0).count() >= 2,
+        "subscriptions live on several shards: {shard_channels:?}"
+    );
     for round in 0..3 {
         for ch in &channels {
             b.publish(ch, "t", json!({"round": round, "ch": ch})).await;
@@ -57,7 +69,15 @@ async fn sharded_pubsub_history_and_commands_across_nodes() {
         .await;
     let epoch = s["payload"]["epoch"].as_str().expect("epoch").to_owned();
     let out = tokio::task::block_in_place(|| {
-        cluster.cli(&["FCALL", "switchyard_publish", "1", "switchyard:{order:5}", r#"{"type":"order_update","payload":{"s":1}}"#, "100", "3600"])
+        cluster.cli(&[
+            "FCALL",
+            "switchyard_publish",
+            "1",
+            "switchyard:{order:5}",
+            r#"{"type":"order_update","payload":{"s":1}}"#,
+            "100",
+            "3600",
+        ])
     });
     assert!(out.starts_with('1'), "FCALL on the slot's master: {out}");
     b.publish("order:5", "order_update", json!({"s": 2})).await;
@@ -75,11 +95,22 @@ async fn sharded_pubsub_history_and_commands_across_nodes() {
         .await;
     assert_eq!(r["payload"]["recovered"], true);
     assert_eq!(o2.expect("order_update").await["payload"]["s"], 3);
-    let slots: Vec<String> = ["switchyard:{order:5}", "switchyard:{order:5}:history", "switchyard:{order:5}:meta"]
-        .iter()
-        .map(|k| tokio::task::block_in_place(|| cluster.cli(&["CLUSTER", "KEYSLOT", k])).trim().to_owned())
-        .collect();
-    assert!(slots.iter().all(|s| *s == slots[0]), "a channel's keys share one slot: {slots:?}");
+    let slots: Vec<String> = [
+        "switchyard:{order:5}",
+        "switchyard:{order:5}:history",
+        "switchyard:{order:5}:meta",
+    ]
+    .iter()
+    .map(|k| {
+        tokio::task::block_in_place(|| cluster.cli(&["CLUSTER", "KEYSLOT", k]))
+            .trim()
+            .to_owned()
+    })
+    .collect();
+    assert!(
+        slots.iter().all(|s| *s == slots[0]),
+        "a channel's keys share one slot: {slots:?}"
+    );
 
     // Cluster-wide disconnect through the other node.
     let (s, _) = api_post(&b, "/api/disconnect", json!({"user_id": "u"})).await;

@@ -190,6 +190,21 @@ impl Broker for MemoryBroker {
             .unwrap_or_default())
     }
 
+    async fn user_connected(&self, user: &str, conn_id: &str) -> Result<Vec<String>, BrokerError> {
+        let mut ids = self.user_connections(user).await?;
+        if !ids.iter().any(|c| c == conn_id) {
+            ids.push(conn_id.to_owned());
+        }
+        Ok(ids)
+    }
+
+    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self.sink.user_connections(user))
+    }
+
+    /// The hub forgets connections itself when they end.
+    async fn user_disconnected(&self, _user: &str, _conn_id: &str) {}
+
     async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
         self.sink.execute(&cmd);
         Ok(())

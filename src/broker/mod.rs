@@ -68,6 +68,8 @@ pub struct PresenceEntry {
 pub trait Sink: Send + Sync + 'static {
     fn deliver(&self, p: &Publication) -> crate::hub::Delivery;
     fn execute(&self, c: &Control);
+    /// This node's open (not closing) connections of a user, oldest first.
+    fn user_connections(&self, user: &str) -> Vec<String>;
 }
 
 pub use crate::hub::Control;
@@ -113,6 +115,16 @@ pub trait Broker: Send + Sync + 'static {
         -> Result<(), BrokerError>;
     async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError>;
     async fn presence(&self, ch: &ChannelName) -> Result<Vec<PresenceEntry>, BrokerError>;
+
+    /// Registers a user's connection for the cluster-wide per-user limit and returns
+    /// the user's live connection ids, oldest first, this one included.
+    async fn user_connected(&self, user: &str, conn_id: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// The user's live connection ids, oldest first (the `reject` check at upgrade).
+    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// Forgets a connection registered with `user_connected`.
+    async fn user_disconnected(&self, user: &str, conn_id: &str);
 
     /// Runs a cluster-wide command on every node (this one included).
     async fn control(&self, cmd: Control) -> Result<(), BrokerError>;

@@ -154,16 +154,21 @@ pub(crate) async fn upgrade(
     };
     let per_user = node.config.limits.max_connections_per_user;
     if let Some(c) = &claims {
-        if per_user > 0
-            && node.config.limits.per_user_policy == PerUserPolicy::Reject
-            && node.hub.user_conns(&c.user_id).len() >= per_user
-        {
-            return reject(
-                &node,
-                StatusCode::TOO_MANY_REQUESTS,
-                "per_user_limit",
-                "too many connections for this user",
-            );
+        if per_user > 0 && node.config.limits.per_user_policy == PerUserPolicy::Reject {
+            let open = node
+                .broker
+                .user_connections(&c.user_id)
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0);
+            if open >= per_user {
+                return reject(
+                    &node,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "per_user_limit",
+                    "too many connections for this user",
+                );
+            }
         }
     }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {

@@ -14,7 +14,7 @@ use crate::auth::{new_session_id, unix_now, AuthError, ConnClaims};
 use crate::broker::BrokerError;
 use crate::channel::{ChannelName, Identity, Namespace, Rule};
 use crate::config::PerUserPolicy;
-use crate::hub::{conn_id_string, Who};
+use crate::hub::{conn_id_string, Control, Who};
 use crate::metrics::{AUTH_FAILURES, MESSAGES_IN, PUBLICATIONS};
 use crate::node::{publications_json, Node};
 use crate::protocol::{
@@ -43,6 +43,8 @@ pub(super) struct Session {
     subs: Vec<ChannelName>,
     route: Arc<[ChannelName]>,
     rate: RateLimiter,
+    /// The user this connection is registered under for the per-user limit.
+    counted_user: Option<String>,
 }
 
 /// When a token expiring at `exp` (Unix seconds) runs out; absurd values are capped.
@@ -63,6 +65,7 @@ impl Session {
             subs: Vec::new(),
             route: setup.route.clone(),
             rate: RateLimiter::new(l.client_rate, l.client_burst, now),
+            counted_user: None,
         }
     }
 
@@ -248,7 +251,7 @@ impl Conn {
             self.send_auth_success(id, &[], false);
             return;
         }
-        if !self.enforce_user_limit(&claims.user_id, id) {
+        if !self.enforce_user_limit(&claims.user_id, id).await {
             return;
         }
         self.session.auth = AuthState::User {
@@ -265,30 +268,46 @@ impl Conn {
         self.auto_subscribe(channels).await;
     }
 
-    /// Per-user connection limit on this node; false when this connection must stop.
-    fn enforce_user_limit(&mut self, user: &str, id: Option<&str>) -> bool {
+    /// Per-user connection limit, cluster-wide; false when this connection must stop.
+    async fn enforce_user_limit(&mut self, user: &str, id: Option<&str>) -> bool {
         let max = self.node.config.limits.max_connections_per_user;
         if max == 0 {
             return true;
         }
-        let others: Vec<_> = self
-            .node
-            .hub
-            .user_conns(user)
-            .into_iter()
-            .filter(|c| c.id != self.handle.id && !c.outbox.is_closing())
-            .collect();
+        let me = conn_id_string(self.handle.id);
+        let conns = match self.node.broker.user_connected(user, &me).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Without the broker the limit cannot be checked; the connection is let in
+                // rather than refused for an outage it did not cause.
+                tracing::warn!(error = %e, "per-user limit not checked");
+                return true;
+            }
+        };
+        self.session.counted_user = Some(user.to_owned());
+        let others: Vec<String> = conns.into_iter().filter(|c| *c != me).collect();
         if others.len() < max {
             return true;
         }
         match self.node.config.limits.per_user_policy {
             PerUserPolicy::EvictOldest => {
                 for old in &others[..others.len() + 1 - max] {
-                    old.close(CloseCode::Replaced, None);
+                    let cmd = Control::Disconnect {
+                        user_id: None,
+                        session_id: None,
+                        conn_id: Some(old.clone()),
+                        code: CloseCode::Replaced.code(),
+                        reason: None,
+                    };
+                    if let Err(e) = self.node.broker.control(cmd).await {
+                        tracing::warn!(error = %e, "eviction not sent");
+                    }
                 }
                 true
             }
             PerUserPolicy::Reject => {
+                self.node.broker.user_disconnected(user, &me).await;
+                self.session.counted_user = None;
                 self.send(
                     ServerMessage::AuthError {
                         code: ErrorCode::LimitExceeded,
@@ -786,6 +805,10 @@ impl Conn {
 
     /// The connection is gone: leave every channel (presence, leave events, interest).
     pub(super) async fn session_end(&mut self) {
+        if let Some(user) = self.session.counted_user.take() {
+            let me = conn_id_string(self.handle.id);
+            self.node.broker.user_disconnected(&user, &me).await;
+        }
         let subs = std::mem::take(&mut self.session.subs);
         for ch in subs {
             self.node.unsubscribe(&self.handle, &ch).await;

@@ -64,6 +64,9 @@ impl Keys {
     pub(crate) fn canary(&self, node: &str) -> String {
         format!("{}:{{__canary__:{node}}}", self.prefix)
     }
+    fn user_conns(&self, user: &str) -> String {
+        format!("{}:user_conns:{{{user}}}", self.prefix)
+    }
     fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
@@ -153,6 +156,48 @@ impl RedisBroker {
     }
 }
 
+impl RedisBroker {
+    /// A user's connections on live nodes, oldest first; entries of nodes that left
+    /// the registry (crashed) are removed on the way.
+    async fn live_user_conns(
+        &self,
+        conn: &mut Conn,
+        user: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        let key = self.keys.user_conns(user);
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg(Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64))
+            .arg("+inf")
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for m in members {
+            let Some((node, id)) = m.split_once('|') else {
+                continue;
+            };
+            if node == self.node_id || live.iter().any(|n| n == node) {
+                out.push(id.to_owned());
+            } else {
+                let _ = redis::cmd("ZREM")
+                    .arg(&key)
+                    .arg(&m)
+                    .query_async::<()>(conn)
+                    .await;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Keeps this node's presence entries alive while they exist.
 async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
     loop {
@@ -175,20 +220,22 @@ async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
             continue;
         };
         let exp = RedisBroker::now_ms() + b.presence_ttl.as_millis() as u64;
-        let mut pipe = redis::pipe();
         for (ch, ids) in &entries {
-            let key = b.keys.presence_exp(ch.as_str());
-            for id in ids {
-                pipe.cmd("ZADD")
-                    .arg(&key)
-                    .arg("XX")
-                    .arg(exp)
-                    .arg(id)
-                    .ignore();
+            // One command per channel: a channel's keys share one cluster slot.
+            let pairs: Vec<String> = ids
+                .iter()
+                .flat_map(|id| [exp.to_string(), id.clone()])
+                .collect();
+            let r = redis::cmd("ZADD")
+                .arg(b.keys.presence_exp(ch.as_str()))
+                .arg("XX")
+                .arg(pairs)
+                .query_async::<()>(&mut conn)
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "presence refresh failed");
+                break;
             }
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            tracing::debug!(error = %e, "presence refresh failed");
         }
     }
 }
@@ -358,6 +405,40 @@ impl Broker for RedisBroker {
             .collect())
     }
 
+    async fn user_connected(&self, user: &str, conn_id: &str) -> Result<Vec<String>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let key = self.keys.user_conns(user);
+        redis::cmd("ZADD")
+            .arg(&key)
+            .arg(Self::now_ms())
+            .arg(format!("{}|{conn_id}", self.node_id))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        redis::cmd("EXPIRE")
+            .arg(&key)
+            .arg(86400)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.live_user_conns(&mut conn, user).await
+    }
+
+    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
+        let mut conn = self.conn().await?;
+        self.live_user_conns(&mut conn, user).await
+    }
+
+    async fn user_disconnected(&self, user: &str, conn_id: &str) {
+        if let Ok(mut conn) = self.conn().await {
+            let _ = redis::cmd("ZREM")
+                .arg(self.keys.user_conns(user))
+                .arg(format!("{}|{conn_id}", self.node_id))
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+    }
+
     async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
         let text = serde_json::to_string(&cmd).map_err(|e| BrokerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
@@ -406,7 +487,8 @@ impl Broker for RedisBroker {
     }
 
     async fn report(&self, report: &NodeReport) -> Result<(), BrokerError> {
-        let text = serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string(report).map_err(|e| BrokerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
         let now = Self::now_ms();
         // Separate commands: the keys live in different cluster slots.

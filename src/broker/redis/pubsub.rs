@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{slot, Commands};
 use super::{read_history, wire, Keys, FUNCTIONS};
-use crate::config::RedisConfig;
 use crate::broker::BrokerError;
+use crate::config::RedisConfig;
 use crate::hub::{Control, Delivery, Hub, Position};
 use crate::metrics::{Metrics, PUBLICATIONS};
 use crate::protocol::Publication;
@@ -86,14 +86,19 @@ impl Path {
         match self {
             Path::Single { stream, .. } => {
                 let m = stream.next().await?;
-                Some((m.get_channel_name().to_owned(), m.get_payload_bytes().to_vec()))
+                Some((
+                    m.get_channel_name().to_owned(),
+                    m.get_payload_bytes().to_vec(),
+                ))
             }
             Path::Cluster { pushes, .. } => loop {
                 let push = pushes.recv().await?;
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => {
                         let mut data = push.data.into_iter();
-                        if let (Some(Value::BulkString(ch)), Some(Value::BulkString(payload))) = (data.next(), data.next()) {
+                        if let (Some(Value::BulkString(ch)), Some(Value::BulkString(payload))) =
+                            (data.next(), data.next())
+                        {
                             return Some((String::from_utf8_lossy(&ch).into_owned(), payload));
                         }
                     }
@@ -247,12 +252,18 @@ async fn canary_channels(s: &Setup) -> Result<Vec<String>, BrokerError> {
         return Ok(vec![s.keys.canary(&s.node_id)]);
     }
     let mut conn = s.pool.get().await?;
-    let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.map_err(down)?;
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .map_err(down)?;
     let mut masters: HashMap<String, (u16, u16)> = HashMap::new();
     if let Value::Array(ranges) = slots {
         for r in ranges {
             let Value::Array(parts) = r else { continue };
-            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) = (parts.first(), parts.get(1), parts.get(2)) else {
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
                 continue;
             };
             let id = format!("{:?}", master.get(2).or(master.get(1)));
@@ -321,7 +332,10 @@ async fn serve(
 ) -> Option<&'static str> {
     let control_channel = s.keys.control();
     let mut tick = tokio::time::interval(CANARY_PERIOD);
-    let mut last_seen: HashMap<String, Instant> = canaries.iter().map(|c| (c.clone(), Instant::now())).collect();
+    let mut last_seen: HashMap<String, Instant> = canaries
+        .iter()
+        .map(|c| (c.clone(), Instant::now()))
+        .collect();
     let mut seq: u64 = 0;
     let mut last_bad_log: Option<Instant> = None;
     loop {
@@ -386,17 +400,17 @@ async fn serve(
 }
 
 async fn dispatch(s: &Setup, name: &str, payload: &[u8], last_bad_log: &mut Option<Instant>) {
-    let decoded = s.keys.channel_of(name).and_then(|ch| wire::decode(ch, payload));
+    let decoded = s
+        .keys
+        .channel_of(name)
+        .and_then(|ch| wire::decode(ch, payload));
     let Some((p, from_service)) = decoded else {
         s.metrics
             .counter(PUBLICATIONS, "source", "malformed")
             .increment(1);
         if last_bad_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             *last_bad_log = Some(Instant::now());
-            tracing::warn!(
-                channel = name,
-                "malformed message from redis dropped"
-            );
+            tracing::warn!(channel = name, "malformed message from redis dropped");
         }
         return;
     };
