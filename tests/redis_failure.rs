@@ -141,14 +141,26 @@ async fn a_silent_path_is_caught_by_the_canary_and_history_fills_the_gap() {
         assert_eq!(c.expect("tick").await["offset"], i);
     }
     let before = metric(&node, "switchyard_broker_reconnects_total").await;
+    // The path goes silent, and for a while no new connection gets through either.
+    proxy.refuse_new(true);
     proxy.freeze_existing();
     // Published straight into Redis by a service while the node hears nothing.
     for i in 4..=6 {
         fcall(&redis, "feed:f", i, "100");
     }
-    eventually("the canary to notice the silent path", || async {
-        (metric(&node, "switchyard_broker_reconnects_total").await > before).then_some(())
-    })
+    eventually(
+        "the canary to notice the silent path: /ready 503",
+        || async { (ready_status(&node).await == 503).then_some(()) },
+    )
+    .await;
+    assert_eq!(metric(&node, "switchyard_broker_up").await, 0.0);
+    proxy.refuse_new(false);
+    eventually(
+        "the node to reconnect and resubscribe by itself",
+        || async {
+            (metric(&node, "switchyard_broker_reconnects_total").await > before).then_some(())
+        },
+    )
     .await;
     for i in 4..=6 {
         let m = c.expect("tick").await;

@@ -11,6 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// While set, new connections are accepted and dropped at once.
+    refuse: Arc<std::sync::atomic::AtomicBool>,
     /// Connections opened in a generation below this one are frozen.
     frozen_below: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
@@ -23,9 +25,14 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let frozen_below = Arc::new(AtomicU64::new(0));
         let generation = Arc::new(AtomicU64::new(0));
-        let (f, g) = (frozen_below.clone(), generation.clone());
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (f, g, r) = (frozen_below.clone(), generation.clone(), refuse.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if r.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -39,10 +46,16 @@ impl Proxy {
         });
         Proxy {
             addr,
+            refuse,
             frozen_below,
             generation,
             task,
         }
+    }
+
+    /// Refuse (or again accept) new connections.
+    pub fn refuse_new(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
     }
 
     /// Every connection open now stops forwarding (and stays open); new ones work.
