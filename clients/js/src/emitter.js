@@ -1,0 +1,31 @@
+// A tiny typed-by-convention event emitter: `on` returns the function that removes
+// the listener, and a throwing listener never breaks the others.
+
+export class Emitter {
+  #listeners = new Map();
+
+  on(event, listener) {
+    let set = this.#listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  emit(event, value) {
+    const set = this.#listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(value);
+      } catch (err) {
+        // A bug in one listener must not stop delivery to the others.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
