@@ -133,6 +133,7 @@ fn print_dev_banner(config: &Config, addr: &str) {
     );
     println!("              -d '{{\"channel\":\"user:dev\",\"type\":\"hello\",\"payload\":{{\"text\":\"hi\"}}}}' \\");
     println!("              http://{addr}/api/publish");
+    println!("  demo:     http://{addr}/demo  (open it in two browser windows)");
 }
 
 async fn shutdown_signal() {

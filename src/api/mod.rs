@@ -2,6 +2,7 @@
 //! subscribe, presence, history, channels, stats; plus `/health`, `/ready` and
 //! `/metrics`. Errors are one enum mapped to status and body in one place.
 
+mod demo;
 mod handlers;
 
 use std::sync::Arc;
@@ -147,6 +148,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
         .merge(api);
+    if node.config.dev_mode {
+        router = router.merge(demo::routes());
+    }
     let mut paths: Vec<(String, Arc<[ChannelName]>)> = vec![("/ws".into(), Arc::from(Vec::new()))];
     for r in &node.config.routes {
         let subs: Vec<ChannelName> = r
