@@ -230,3 +230,22 @@ async fn history_lost_in_a_redis_restart_closes_history_subscribers_4012() {
         "channels without history carry on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_is_rewritten_after_redis_loses_it() {
+    let mut redis = RedisServer::start();
+    let node = node_via(redis.url(), "n", "presence_ttl = \"3s\"").await;
+    let t = token_with("p", |c| c.allow = vec!["chat:*".into()]);
+    let mut c = Client::connect(&node.ws_url(&format!("/ws?token={t}"))).await;
+    c.expect("auth_success").await;
+    c.subscribe("chat:here").await;
+    let (_, p) = api_get(&node, "/api/presence/chat:here").await;
+    assert_eq!(p["count"], 1);
+    redis.restart();
+    node.wait_ready().await;
+    eventually("the node to write its presence entry again", || async {
+        let (s, p) = api_get(&node, "/api/presence/chat:here").await;
+        (s == 200 && p["count"] == 1).then_some(())
+    })
+    .await;
+}

@@ -19,9 +19,18 @@ const PAGE: &str = include_str!("../../examples/demo/index.html");
 const SDK: &[(&str, &str)] = &[
     ("index.js", include_str!("../../clients/js/src/index.js")),
     ("client.js", include_str!("../../clients/js/src/client.js")),
-    ("subscription.js", include_str!("../../clients/js/src/subscription.js")),
-    ("emitter.js", include_str!("../../clients/js/src/emitter.js")),
-    ("backoff.js", include_str!("../../clients/js/src/backoff.js")),
+    (
+        "subscription.js",
+        include_str!("../../clients/js/src/subscription.js"),
+    ),
+    (
+        "emitter.js",
+        include_str!("../../clients/js/src/emitter.js"),
+    ),
+    (
+        "backoff.js",
+        include_str!("../../clients/js/src/backoff.js"),
+    ),
     ("errors.js", include_str!("../../clients/js/src/errors.js")),
 ];
 /// The demo's order, granted to every demo user with a subscription token.
@@ -40,7 +49,11 @@ async fn page() -> Response {
 
 async fn sdk(Path(file): Path<String>) -> Response {
     match SDK.iter().find(|(name, _)| *name == file) {
-        Some((_, text)) => ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], *text).into_response(),
+        Some((_, text)) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            *text,
+        )
+            .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -391,7 +391,9 @@ impl Hub {
                     return Delivery::EpochChanged;
                 }
                 Some(_) if o <= pos.offset => return Delivery::Duplicate,
-                Some(_) if o > pos.offset + 1 => return Delivery::Gap { after: pos.offset },
+                Some(_) if o > pos.offset.saturating_add(1) => {
+                    return Delivery::Gap { after: pos.offset }
+                }
                 _ => {
                     pos.epoch = Some(e.clone());
                     pos.offset = o;

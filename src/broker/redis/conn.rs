@@ -44,9 +44,18 @@ impl Commands {
                 .map(Commands::Cluster)
                 .map_err(|e| bad(&e))
         } else {
-            let mut c = deadpool_redis::Config::from_url(cfg.url.clone());
-            c.pool = Some(pool_config(cfg.pool_size));
-            c.create_pool(Some(Runtime::Tokio1))
+            // Explicit timeouts: redis' default response timeout (500 ms) is shorter
+            // than a large history read may need, and a dead peer must not hang us.
+            let conn_cfg = deadpool_redis::redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(3)));
+            let manager = deadpool_redis::Manager::new_with_config(cfg.url.as_str(), conn_cfg)
+                .map_err(|e| bad(&e))?;
+            let pc = pool_config(cfg.pool_size);
+            deadpool_redis::Pool::builder(manager)
+                .config(pc)
+                .runtime(Runtime::Tokio1)
+                .build()
                 .map(Commands::Single)
                 .map_err(|e| bad(&e))
         }

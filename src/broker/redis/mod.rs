@@ -8,7 +8,7 @@ mod conn;
 mod pubsub;
 mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +42,6 @@ pub(crate) struct Keys {
 impl Keys {
     pub(crate) fn channel(&self, ch: &str) -> String {
         format!("{}:{{{ch}}}", self.prefix)
-    }
-    fn history(&self, ch: &str) -> String {
-        format!("{}:{{{ch}}}:history", self.prefix)
-    }
-    fn meta(&self, ch: &str) -> String {
-        format!("{}:{{{ch}}}:meta", self.prefix)
     }
     fn presence(&self, ch: &str) -> String {
         format!("{}:{{{ch}}}:presence", self.prefix)
@@ -91,9 +85,12 @@ pub struct RedisBroker {
     pool: Commands,
     node_id: String,
     presence_ttl: Duration,
-    /// Presence entries this node wrote, refreshed until removed (a crashed node's
-    /// entries expire after `presence_ttl`).
-    local_presence: Mutex<HashMap<ChannelName, HashSet<String>>>,
+    /// Presence entries this node wrote (connection id → entry JSON), rewritten
+    /// until removed, so they survive a Redis restart; a crashed node's entries
+    /// expire after `presence_ttl`.
+    local_presence: Mutex<HashMap<ChannelName, HashMap<String, String>>>,
+    /// This node's connections, to tell its live per-user entries from stale ones.
+    hub: Arc<Hub>,
     subs: pubsub::Handle,
     up: Arc<AtomicBool>,
 }
@@ -113,6 +110,7 @@ impl RedisBroker {
         };
         let up = Arc::new(AtomicBool::new(false));
         metrics.broker_up.set(0.0);
+        let hub_for_broker = hub.clone();
         let subs = pubsub::spawn(pubsub::Setup {
             client,
             pool: pool.clone(),
@@ -128,6 +126,7 @@ impl RedisBroker {
             node_id: config.node_id.clone(),
             presence_ttl: config.presence_ttl,
             local_presence: Mutex::new(HashMap::new()),
+            hub: hub_for_broker,
             subs,
             up,
         });
@@ -184,7 +183,16 @@ impl RedisBroker {
             let Some((node, id)) = m.split_once('|') else {
                 continue;
             };
-            if node == self.node_id || live.iter().any(|n| n == node) {
+            // Own entries are checked against the hub: one whose removal failed (Redis
+            // down at the time) or that predates a restart is not a connection.
+            let alive = if node == self.node_id {
+                crate::hub::parse_conn_id(id)
+                    .and_then(|c| self.hub.get(c))
+                    .is_some()
+            } else {
+                live.iter().any(|n| n == node)
+            };
+            if alive {
                 out.push(id.to_owned());
             } else {
                 let _ = redis::cmd("ZREM")
@@ -207,11 +215,16 @@ async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
         };
         tokio::time::sleep(period).await;
         let Some(b) = broker.upgrade() else { return };
-        let entries: Vec<(ChannelName, Vec<String>)> = b
+        let entries: Vec<(ChannelName, Vec<(String, String)>)> = b
             .local_presence
             .lock()
             .iter()
-            .map(|(c, ids)| (c.clone(), ids.iter().cloned().collect()))
+            .map(|(c, ids)| {
+                (
+                    c.clone(),
+                    ids.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )
+            })
             .collect();
         if entries.is_empty() {
             continue;
@@ -221,15 +234,26 @@ async fn refresh_presence(broker: std::sync::Weak<RedisBroker>) {
         };
         let exp = RedisBroker::now_ms() + b.presence_ttl.as_millis() as u64;
         for (ch, ids) in &entries {
-            // One command per channel: a channel's keys share one cluster slot.
-            let pairs: Vec<String> = ids
+            // One channel at a time: its two keys share one cluster slot. Rewritten,
+            // not just touched, so entries lost with Redis come back.
+            let fields: Vec<&str> = ids
                 .iter()
-                .flat_map(|id| [exp.to_string(), id.clone()])
+                .flat_map(|(id, info)| [id.as_str(), info.as_str()])
                 .collect();
-            let r = redis::cmd("ZADD")
+            let scores: Vec<String> = ids
+                .iter()
+                .flat_map(|(id, _)| [exp.to_string(), id.clone()])
+                .collect();
+            let r = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(b.keys.presence(ch.as_str()))
+                .arg(fields)
+                .ignore()
+                .cmd("ZADD")
                 .arg(b.keys.presence_exp(ch.as_str()))
-                .arg("XX")
-                .arg(pairs)
+                .arg(scores)
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await;
             if let Err(e) = r {
@@ -313,6 +337,12 @@ impl Broker for RedisBroker {
     ) -> Result<(), BrokerError> {
         let info = serde_json::to_string(&entry.client)
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        // Remembered first: if Redis is down now, the refresh writes it once it is back.
+        self.local_presence
+            .lock()
+            .entry(ch.clone())
+            .or_default()
+            .insert(entry.conn_id.clone(), info.clone());
         let exp = Self::now_ms() + self.presence_ttl.as_millis() as u64;
         let mut conn = self.conn().await?;
         redis::pipe()
@@ -330,11 +360,6 @@ impl Broker for RedisBroker {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
-        self.local_presence
-            .lock()
-            .entry(ch.clone())
-            .or_default()
-            .insert(entry.conn_id);
         Ok(())
     }
 
@@ -558,10 +583,10 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Reads a channel's history: meta (epoch, newest offset) and the publications after
-/// `since` (all kept when `None`), at most the newest `limit`. With `ttl_secs > 0`
-/// a channel without history gets its epoch now (kept like the function keeps it),
-/// so a subscriber's epoch is the one its first publication will carry.
+/// Reads a channel's history atomically (one `switchyard_history` call): epoch,
+/// newest offset and the publications after `since` (all kept when `None`), at most
+/// the newest `limit`. With `ttl_secs > 0` a channel without history gets its epoch
+/// now, so a subscriber's epoch is the one its first publication will carry.
 pub(crate) async fn read_history(
     conn: &mut Conn,
     keys: &Keys,
@@ -570,37 +595,19 @@ pub(crate) async fn read_history(
     since: Option<u64>,
     limit: Option<usize>,
 ) -> Result<HistoryPage, BrokerError> {
-    if ttl_secs > 0 {
-        let created: i64 = redis::cmd("HSETNX")
-            .arg(keys.meta(ch))
-            .arg("epoch")
-            .arg(crate::auth::random_hex(8))
-            .query_async(conn)
-            .await
-            .map_err(unavailable)?;
-        if created == 1 {
-            redis::cmd("EXPIRE")
-                .arg(keys.meta(ch))
-                .arg(ttl_secs + 86400)
-                .query_async::<i64>(conn)
-                .await
-                .map_err(unavailable)?;
-        }
-    }
-    let (epoch, top, entries): (Option<String>, Option<u64>, Value) = redis::pipe()
-        .cmd("HGET")
-        .arg(keys.meta(ch))
-        .arg("epoch")
-        .cmd("HGET")
-        .arg(keys.meta(ch))
-        .arg("top")
-        .cmd("XRANGE")
-        .arg(keys.history(ch))
-        .arg(match since {
-            Some(s) => format!("({s}-1"),
-            None => "-".to_owned(),
+    let meta_ttl = if ttl_secs > 0 { ttl_secs + 86400 } else { 0 };
+    let (epoch, top, entries): (String, u64, Value) = redis::cmd("FCALL")
+        .arg("switchyard_history")
+        .arg(1)
+        .arg(keys.channel(ch))
+        .arg(since.map(|s| s as i64).unwrap_or(-1))
+        .arg(if since.is_some() {
+            0
+        } else {
+            limit.unwrap_or(0)
         })
-        .arg("+")
+        .arg(crate::auth::random_hex(8))
+        .arg(meta_ttl)
         .query_async(conn)
         .await
         .map_err(unavailable)?;
@@ -617,12 +624,10 @@ pub(crate) async fn read_history(
             publications.drain(..publications.len() - limit);
         }
     }
-    // No meta at all: the history is gone (or never was); an empty epoch matches no
-    // client's, so nothing is wrongly called recovered.
-    let epoch = epoch.unwrap_or_default();
+    // No meta: the history is gone (or never was); an empty epoch matches no client's.
     Ok(HistoryPage {
         publications,
-        offset: top.unwrap_or(0),
+        offset: top,
         epoch,
     })
 }

@@ -102,7 +102,8 @@ impl Path {
                             return Some((String::from_utf8_lossy(&ch).into_owned(), payload));
                         }
                     }
-                    PushKind::Disconnection => return None,
+                    // The server drops sharded subscriptions when their slot moves.
+                    PushKind::Disconnection | PushKind::SUnsubscribe => return None,
                     _ => {}
                 }
             },
@@ -140,7 +141,10 @@ impl Handle {
         make: impl FnOnce(oneshot::Sender<Result<(), BrokerError>>) -> Cmd,
     ) -> Result<(), BrokerError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(down)?;
+        self.tx
+            .send_timeout(make(tx), OP_TIMEOUT)
+            .await
+            .map_err(|_| down("subscription path busy"))?;
         match tokio::time::timeout(OP_TIMEOUT * 2, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(down(e)),
@@ -201,7 +205,14 @@ async fn run(s: Setup, mut rx: mpsc::Receiver<Cmd>) {
         connected_before = true;
         // Whatever reached history while the path was down is delivered before anything
         // newer; messages arriving meanwhile wait in the stream and are deduplicated.
-        fill_all_gaps(&s).await;
+        if !fill_all_gaps(&s).await {
+            tracing::warn!("could not read history after reconnecting; retrying");
+            s.pool.reset();
+            if !wait_while_down(&s, &mut rx, &mut wanted, backoff).await {
+                return;
+            }
+            continue;
+        }
         set_up(&s, true);
         let why = serve(&s, path, canaries, &mut rx, &mut wanted).await;
         set_up(&s, false);
@@ -272,7 +283,7 @@ async fn canary_channels(s: &Setup) -> Result<Vec<String>, BrokerError> {
     }
     let mut out = Vec::new();
     for (start, end) in masters.values() {
-        let name = (0u32..100_000)
+        let name = (0u32..2_000_000)
             .map(|i| format!("__canary__:{}:{i}", s.node_id))
             .find(|tag| (*start..=*end).contains(&slot(tag)))
             .ok_or_else(|| BrokerError::Internal("no canary name for a slot range".into()))?;
@@ -340,8 +351,32 @@ async fn serve(
     let mut last_bad_log: Option<Instant> = None;
     loop {
         tokio::select! {
+            // Messages first: a burst must not make the canary look late.
+            biased;
+            msg = path.next() => {
+                let Some((name, payload)) = msg else { return Some("connection closed") };
+                if let Some(t) = last_seen.get_mut(&name) {
+                    *t = Instant::now();
+                } else if name == control_channel {
+                    match serde_json::from_slice::<Control>(&payload) {
+                        Ok(c) => s.hub.execute(&c),
+                        Err(e) => tracing::warn!(error = %e, "malformed control message ignored"),
+                    }
+                } else {
+                    let started = Instant::now();
+                    if !dispatch(s, &name, &payload, &mut last_bad_log).await {
+                        return Some("history read failed while filling a gap");
+                    }
+                    if started.elapsed() > CANARY_PERIOD {
+                        // Time spent filling a gap is not silence on the path.
+                        last_seen.values_mut().for_each(|t| *t = Instant::now());
+                    }
+                }
+            },
             cmd = rx.recv() => match cmd {
                 None => return None,
+                // The requester gave up (timed out): its subscribe must not linger.
+                Some(Cmd::Subscribe(_, reply)) if reply.is_closed() => {}
                 Some(Cmd::Subscribe(ch, reply)) => {
                     match tokio::time::timeout(OP_TIMEOUT, path.subscribe(&[&ch])).await {
                         Ok(Ok(())) => {
@@ -361,19 +396,6 @@ async fn serve(
                     if !matches!(r, Ok(Ok(()))) {
                         return Some("unsubscribe failed");
                     }
-                }
-            },
-            msg = path.next() => {
-                let Some((name, payload)) = msg else { return Some("connection closed") };
-                if let Some(t) = last_seen.get_mut(&name) {
-                    *t = Instant::now();
-                } else if name == control_channel {
-                    match serde_json::from_slice::<Control>(&payload) {
-                        Ok(c) => s.hub.execute(&c),
-                        Err(e) => tracing::warn!(error = %e, "malformed control message ignored"),
-                    }
-                } else {
-                    dispatch(s, &name, &payload, &mut last_bad_log).await;
                 }
             },
             _ = tick.tick() => {
@@ -399,7 +421,13 @@ async fn serve(
     }
 }
 
-async fn dispatch(s: &Setup, name: &str, payload: &[u8], last_bad_log: &mut Option<Instant>) {
+/// Hands one message to the hub; false when a needed history read failed.
+async fn dispatch(
+    s: &Setup,
+    name: &str,
+    payload: &[u8],
+    last_bad_log: &mut Option<Instant>,
+) -> bool {
     let decoded = s
         .keys
         .channel_of(name)
@@ -412,46 +440,58 @@ async fn dispatch(s: &Setup, name: &str, payload: &[u8], last_bad_log: &mut Opti
             *last_bad_log = Some(Instant::now());
             tracing::warn!(channel = name, "malformed message from redis dropped");
         }
-        return;
+        return true;
     };
     if from_service {
         s.metrics
             .counter(PUBLICATIONS, "source", "redis")
             .increment(1);
     }
-    deliver_in_order(s, &p).await;
+    deliver_in_order(s, &p).await
 }
 
 /// Delivers `p`, first filling from history whatever this node missed before it.
-async fn deliver_in_order(s: &Setup, p: &Publication) {
-    if let Delivery::Gap { after } = s.hub.deliver(p) {
-        let pos = Position {
-            epoch: p.epoch.clone(),
-            offset: after,
-        };
-        fill_gap(s, &p.channel, &pos).await;
-        let _ = s.hub.deliver(p);
+/// False when history could not be read (the path is then rebuilt and refilled).
+async fn deliver_in_order(s: &Setup, p: &Publication) -> bool {
+    let Delivery::Gap { after } = s.hub.deliver(p) else {
+        return true;
+    };
+    let pos = Position {
+        epoch: p.epoch.clone(),
+        offset: after,
+    };
+    if !fill_gap(s, &p.channel, &pos).await {
+        return false;
     }
+    if let Delivery::Gap { .. } = s.hub.deliver(p) {
+        // History holds less than this publication proves was written (a failover to
+        // a replica that missed writes): never deliver around the hole.
+        s.hub.lose_history(
+            &p.channel,
+            Position {
+                epoch: p.epoch.clone(),
+                offset: p.offset.unwrap_or(after),
+            },
+        );
+    }
+    true
 }
 
 /// Reads what history holds after `pos` and delivers it in order, or closes the
-/// channel's subscribers with 4012 when history cannot fill the gap (5.8).
-async fn fill_gap(s: &Setup, ch: &str, pos: &Position) {
-    let Ok(Ok(mut conn)) = tokio::time::timeout(OP_TIMEOUT, s.pool.get()).await else {
-        return;
+/// channel's subscribers with 4012 when history cannot fill the gap (5.8). False
+/// when history could not be read at all.
+async fn fill_gap(s: &Setup, ch: &str, pos: &Position) -> bool {
+    let read = async {
+        let mut conn = s.pool.get().await?;
+        read_history(&mut conn, &s.keys, ch, 0, Some(pos.offset), None).await
     };
-    let page = match tokio::time::timeout(
-        OP_TIMEOUT,
-        read_history(&mut conn, &s.keys, ch, 0, Some(pos.offset), None),
-    )
-    .await
-    {
+    let page = match tokio::time::timeout(OP_TIMEOUT, read).await {
         Ok(Ok(page)) => page,
-        _ => return,
+        _ => return false,
     };
     let same_epoch = pos.epoch.as_deref() == Some(page.epoch.as_str());
     let first = page.publications.first().and_then(|p| p.offset);
-    let contiguous = page.offset == pos.offset || first == Some(pos.offset + 1);
+    let contiguous = page.offset == pos.offset || first == Some(pos.offset.saturating_add(1));
     if !same_epoch || page.offset < pos.offset || !contiguous {
         tracing::info!(
             channel = ch,
@@ -464,18 +504,21 @@ async fn fill_gap(s: &Setup, ch: &str, pos: &Position) {
                 offset: page.offset,
             },
         );
-        return;
+        return true;
     }
     for p in &page.publications {
         let _ = s.hub.deliver(p);
     }
+    true
 }
 
 /// After (re)connecting: every history channel catches up from where it stopped.
-async fn fill_all_gaps(s: &Setup) {
+/// False when history could not be read.
+async fn fill_all_gaps(s: &Setup) -> bool {
     for (ch, pos) in s.hub.positions() {
-        if pos.epoch.is_some() {
-            fill_gap(s, ch.as_str(), &pos).await;
+        if pos.epoch.is_some() && !fill_gap(s, ch.as_str(), &pos).await {
+            return false;
         }
     }
+    true
 }

@@ -29,6 +29,8 @@ local function publish(keys, args)
     local t = redis.call('TIME')
     epoch = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
     redis.call('HSET', meta, 'epoch', epoch)
+    -- A new epoch starts an empty history: entries of a lost meta are void.
+    redis.call('DEL', history)
   end
   local offset = redis.call('HINCRBY', meta, 'top', 1)
   local rest = string.sub(envelope, 2)
@@ -36,7 +38,8 @@ local function publish(keys, args)
   if string.match(rest, '^%s*}') then
     sep = ''
   end
-  local full = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. sep .. rest
+  -- "h":1 marks an envelope written by this function: only these carry offsets.
+  local full = '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '","h":1' .. sep .. rest
   redis.call('XADD', history, 'MAXLEN', size, offset .. '-1', 'd', full)
   redis.call('EXPIRE', history, ttl)
   -- The epoch outlives the publications by a day: an idle channel whose history
@@ -46,4 +49,42 @@ local function publish(keys, args)
   return {offset, epoch}
 end
 
+-- The nodes' atomic history read:
+--   FCALL switchyard_history 1 <prefix>:{<channel>} <since|-1> <limit|0> <new-epoch> <meta-ttl|0>
+-- returns {epoch, top, entries}. With a meta TTL, a channel without meta gets
+-- <new-epoch> (and an empty history), so a subscriber's epoch is the one its first
+-- publication will carry; without one (gap fills) nothing is created.
+local function history(keys, args)
+  local key = keys[1]
+  local meta = key .. ':meta'
+  local hist = key .. ':history'
+  local since = tonumber(args[1]) or -1
+  local limit = tonumber(args[2]) or 0
+  local ttl = tonumber(args[4]) or 0
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch and ttl > 0 then
+    epoch = args[3]
+    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('DEL', hist)
+  end
+  if ttl > 0 then
+    redis.call('EXPIRE', meta, ttl)
+  end
+  local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+  local entries
+  if since >= 0 then
+    entries = redis.call('XRANGE', hist, '(' .. since .. '-1', '+')
+  elseif limit > 0 then
+    entries = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', limit)
+    local n = #entries
+    for i = 1, math.floor(n / 2) do
+      entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i]
+    end
+  else
+    entries = redis.call('XRANGE', hist, '-', '+')
+  end
+  return {epoch or '', top, entries}
+end
+
 redis.register_function('switchyard_publish', publish)
+redis.register_function('switchyard_history', history)

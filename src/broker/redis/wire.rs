@@ -54,6 +54,8 @@ struct In<'a> {
     volatile: bool,
     timestamp: Option<String>,
     n: Option<String>,
+    /// Set by the `switchyard_publish` function: only then are offset/epoch trusted.
+    h: Option<u8>,
 }
 
 /// Parses an envelope received for `channel`; `None` for anything malformed. The
@@ -83,9 +85,14 @@ pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)>
             p.timestamp = ts;
         }
     }
-    p.offset = m.offset.filter(|o| *o > 0);
-    p.epoch = m.epoch.filter(|e| !e.is_empty()).map(Arc::from);
-    if p.offset.is_none() {
+    // A plain PUBLISH writes no history (SPEC 8.1): offsets in it are ignored, so a
+    // replayed or forged envelope cannot move this node's position.
+    if m.h == Some(1) {
+        p.offset = m.offset.filter(|o| *o > 0 && *o < u64::MAX / 2);
+        p.epoch = m.epoch.filter(|e| !e.is_empty()).map(Arc::from);
+    }
+    if p.offset.is_none() || p.epoch.is_none() {
+        p.offset = None;
         p.epoch = None;
     }
     p.from = if from_node { m.from } else { None };
@@ -152,11 +159,17 @@ mod tests {
             info: None,
         });
         let text = encode(&p, "n1");
-        let with_offset = format!("{{\"offset\":7,\"epoch\":\"e\",{}", &text[1..]);
+        let with_offset = format!("{{\"offset\":7,\"epoch\":\"e\",\"h\":1,{}", &text[1..]);
         let (q, from_service) = decode("chat:1", with_offset.as_bytes()).expect("decode");
         assert!(!from_service);
         assert_eq!(q.offset, Some(7));
         assert_eq!(q.epoch.as_deref(), Some("e"));
         assert_eq!(q.from.and_then(|f| f.user_id).as_deref(), Some("u"));
+        let (forged, _) =
+            decode("chat:1", br#"{"offset":9,"epoch":"x","type":"m"}"#).expect("decode");
+        assert_eq!(
+            forged.offset, None,
+            "offsets only from the history function"
+        );
     }
 }
