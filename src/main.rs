@@ -125,15 +125,19 @@ fn print_dev_banner(config: &Config, addr: &str) {
     let Ok(token) = auth.mint(&claims) else {
         return;
     };
-    println!("switchyard development mode (no config): generated secrets, memory broker");
-    println!("  connect:  ws://{addr}/ws?token={token}");
-    println!(
-        "  publish:  curl -s -H 'X-API-Key: {}' -H 'Content-Type: application/json' \\",
-        config.api.key
+    // Written without println!: a closed stdout must not take the node down.
+    use std::io::Write;
+    let key = &config.api.key;
+    let banner = format!(
+        "switchyard development mode (no config): generated secrets, {broker} broker\n  connect:  ws://{addr}/ws?token={token}\n  publish:  curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n              -d '{{\"channel\":\"user:dev\",\"type\":\"hello\",\"payload\":{{\"text\":\"hi\"}}}}' \\\n              http://{addr}/api/publish\n  demo:     http://{addr}/demo  (open it in two browser windows)\n",
+        broker = match config.broker {
+            switchyard::config::BrokerKind::Memory => "memory",
+            switchyard::config::BrokerKind::Redis => "redis",
+        },
     );
-    println!("              -d '{{\"channel\":\"user:dev\",\"type\":\"hello\",\"payload\":{{\"text\":\"hi\"}}}}' \\");
-    println!("              http://{addr}/api/publish");
-    println!("  demo:     http://{addr}/demo  (open it in two browser windows)");
+    let mut out = std::io::stdout();
+    let _ = out.write_all(banner.as_bytes());
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {
