@@ -52,7 +52,7 @@ pub struct Outbox {
 }
 
 /// Above this many idle slots the queue's memory is handed back after a drain.
-const KEEP_CAPACITY: usize = 16;
+const KEEP_CAPACITY: usize = 4;
 
 impl Outbox {
     pub fn new(cap: usize) -> Outbox {

@@ -25,8 +25,6 @@ use crate::protocol::{CloseCode, ServerMessage};
 const HIGH_WATER: usize = 256 * 1024;
 /// Items moved from the outbox per pass, so one connection cannot hog a worker.
 const DRAIN_BATCH: usize = 256;
-/// A write buffer bigger than this is released once flushed.
-const KEEP_WBUF: usize = 16 * 1024;
 /// How long a closing connection waits for the client's close before dropping TCP.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -73,7 +71,7 @@ pub(super) async fn run(
     node: Arc<Node>,
     handle: Arc<ConnHandle>,
     stream: TcpStream,
-    leftover: Bytes,
+    leftover: Vec<u8>,
     setup: Setup,
 ) {
     let _ = stream.set_nodelay(true);
@@ -112,13 +110,17 @@ pub(super) async fn run(
 }
 
 impl Conn {
-    async fn drive(&mut self, setup: Setup, leftover: Bytes) -> Ended {
-        self.start(setup).await;
+    async fn drive(&mut self, setup: Setup, leftover: Vec<u8>) -> Ended {
+        // Every protocol-level await is boxed: the connection's own future then stays
+        // small while it idles (the per-connection memory budget), and a message pays
+        // one allocation only when it is processed.
+        Box::pin(self.start(setup)).await;
         if !leftover.is_empty() {
             if let Err(e) = self.feed(&leftover).await {
                 return e;
             }
         }
+        drop(leftover);
         loop {
             if let Err(e) = self.pull_outbox().await {
                 return e;
@@ -249,7 +251,7 @@ impl Conn {
                 break;
             }
             match m {
-                Incoming::Text(text) => self.on_text(text).await,
+                Incoming::Text(text) => Box::pin(self.on_text(text)).await,
                 Incoming::Binary => self.on_binary(),
                 Incoming::Ping(data) => {
                     if self.control_frame_allowed() {
@@ -339,8 +341,8 @@ impl Conn {
                         }
                     }
                     Item::Subscribe(_) | Item::Unsubscribe(_) if self.stop_reading => {}
-                    Item::Subscribe(ch) => self.server_subscribe(ch).await,
-                    Item::Unsubscribe(ch) => self.server_unsubscribe(ch).await,
+                    Item::Subscribe(ch) => Box::pin(self.server_subscribe(ch)).await,
+                    Item::Unsubscribe(ch) => Box::pin(self.server_unsubscribe(ch)).await,
                     Item::Close(code, reason) => {
                         if code == CloseCode::SlowConsumer {
                             tracing::debug!(conn = self.handle.id, "slow consumer");
@@ -367,10 +369,9 @@ impl Conn {
         }
         if self.wpos > 0 {
             self.wpos = 0;
-            self.wbuf.clear();
-            if self.wbuf.capacity() > KEEP_WBUF {
-                self.wbuf = Vec::new();
-            }
+            // Released, not kept: an idle connection holds no buffer. A busy one pays one
+            // allocation per written batch, next to a syscall that costs far more.
+            self.wbuf = Vec::new();
             let m = &self.node.metrics;
             if self.unflushed_msgs > 0 {
                 m.messages_out.increment(self.unflushed_msgs);
@@ -422,7 +423,7 @@ impl Conn {
             .metrics
             .counter(DISCONNECTS, "code", &code)
             .increment(1);
-        self.session_end().await;
+        Box::pin(self.session_end()).await;
         self.node.hub.unregister(&self.handle);
     }
 }

@@ -192,10 +192,12 @@ pub(crate) async fn upgrade(
     node.hub.register(handle.clone());
     node.metrics.connections_accepted.increment(1);
     let task_node = node.clone();
-    tokio::spawn(async move {
+    let fut = async move {
         let stream = match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+                // Copied out: the leftover is a slice of hyper's 8 KiB read buffer, and
+                // holding it would keep that buffer alive for the connection's life.
+                Ok(parts) => Some((parts.io.into_inner(), parts.read_buf.to_vec())),
                 Err(_) => {
                     tracing::error!("upgraded connection is not a TCP stream");
                     None
@@ -210,7 +212,8 @@ pub(crate) async fn upgrade(
             Some((tcp, leftover)) => conn::run(task_node, handle, tcp, leftover, setup).await,
             None => task_node.hub.unregister(&handle),
         }
-    });
+    };
+    tokio::spawn(fut);
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
