@@ -47,6 +47,8 @@ pub async fn serve(
                     continue;
                 }
             };
+            // Small API responses must not wait for Nagle and delayed ACKs.
+            let _ = stream.set_nodelay(true);
             let service = service.clone();
             tokio::spawn(async move {
                 let conn = hyper::server::conn::http1::Builder::new()

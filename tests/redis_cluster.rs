@@ -112,6 +112,23 @@ async fn sharded_pubsub_history_and_commands_across_nodes() {
         "a channel's keys share one slot: {slots:?}"
     );
 
+    // Nothing above may have cost a node its subscription path (an own unsubscribe is
+    // not a lost subscription).
+    for node in [&a, &b] {
+        let m = http_client()
+            .get(node.http("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            m.contains("switchyard_broker_reconnects_total 0"),
+            "no spurious reconnects:\n{m}"
+        );
+    }
+
     // Cluster-wide disconnect through the other node.
     let (s, _) = api_post(&b, "/api/disconnect", json!({"user_id": "u"})).await;
     assert_eq!(s, 200);

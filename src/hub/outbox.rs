@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use crate::channel::ChannelName;
 use crate::protocol::CloseCode;
@@ -47,7 +50,12 @@ pub struct Outbox {
     // A plain mutex: every critical section is a push or a drain of a few pointers,
     // never held across an await, and far cheaper than an async lock per delivery.
     state: Mutex<State>,
-    notify: Notify,
+    /// Set when the queue went from empty to not empty; cleared by the drain that
+    /// empties it. Lets the task check for work without taking the lock.
+    pending: AtomicBool,
+    // One waiting task (the connection's): an atomic waker slot is a couple of atomic
+    // operations per wake-up, cheaper than a notification list.
+    waker: AtomicWaker,
     cap: usize,
 }
 
@@ -58,7 +66,8 @@ impl Outbox {
     pub fn new(cap: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            pending: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             cap,
         }
     }
@@ -75,7 +84,7 @@ impl Outbox {
             s.queue
                 .push_back(Item::Close(CloseCode::SlowConsumer, None));
             drop(s);
-            self.notify.notify_one();
+            self.wake();
             return Pushed::Overflowed;
         }
         let was_empty = s.queue.is_empty();
@@ -84,7 +93,7 @@ impl Outbox {
         drop(s);
         // The task drains everything it finds, so only the first item needs a wake-up.
         if was_empty {
-            self.notify.notify_one();
+            self.wake();
         }
         Pushed::Queued
     }
@@ -100,7 +109,7 @@ impl Outbox {
         }
         s.queue.push_back(item);
         drop(s);
-        self.notify.notify_one();
+        self.wake();
         true
     }
 
@@ -109,14 +118,19 @@ impl Outbox {
         let mut s = self.state.lock();
         let n = s.queue.len().min(max);
         let before = out.len();
+        out.reserve_exact(n);
         out.extend(s.queue.drain(..n));
         let data = out[before..]
             .iter()
             .filter(|i| matches!(i, Item::Data(..)))
             .count();
         s.data -= data;
-        if s.queue.is_empty() && s.queue.capacity() > KEEP_CAPACITY {
-            s.queue = VecDeque::new();
+        if s.queue.is_empty() {
+            // Under the lock: a push after this sees an empty queue and sets it again.
+            self.pending.store(false, Ordering::Release);
+            if s.queue.capacity() > KEEP_CAPACITY {
+                s.queue = VecDeque::new();
+            }
         }
     }
 
@@ -124,8 +138,19 @@ impl Outbox {
         self.state.lock().closing
     }
 
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready when items are waiting; registers the task's waker otherwise.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.pending.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

@@ -58,7 +58,7 @@ async fn handle(mut stream: TcpStream, subs: Subscribers) {
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
-            let mut chunk = [0u8; 4096];
+            let mut chunk = vec![0u8; 4096];
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -77,13 +77,15 @@ async fn handle(mut stream: TcpStream, subs: Subscribers) {
             if stream.write_all(resp.as_bytes()).await.is_err() {
                 return;
             }
-            return websocket(stream, subs, channel_of(&head)).await;
+            let ch = channel_of(&head);
+            drop(buf);
+            return websocket(stream, subs, ch).await;
         }
         let len: usize = header(&head, "content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         while buf.len() < head_end + len {
-            let mut chunk = [0u8; 4096];
+            let mut chunk = vec![0u8; 4096];
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -117,15 +119,22 @@ async fn websocket(stream: TcpStream, subs: Subscribers, ch: u32) {
     }
     let (mut r, mut w) = stream.into_split();
     let reader = tokio::spawn(async move {
-        let mut sink = [0u8; 512];
+        let mut sink = vec![0u8; 512];
         while let Ok(n) = r.read(&mut sink).await {
             if n == 0 {
                 break;
             }
         }
     });
-    while let Some(frame) = rx.recv().await {
-        if w.write_all(&frame).await.is_err() {
+    // Whatever is queued goes out in one write: the least any fan-out server does.
+    let mut frames = Vec::with_capacity(64);
+    let mut out = Vec::new();
+    while rx.recv_many(&mut frames, 256).await > 0 {
+        out.clear();
+        for f in frames.drain(..) {
+            out.extend_from_slice(&f);
+        }
+        if w.write_all(&out).await.is_err() {
             break;
         }
     }

@@ -111,6 +111,9 @@ struct Load {
     /// Pipelined HTTP requests per publisher connection.
     #[arg(long, default_value_t = 16)]
     depth: usize,
+    /// Channels per request through `/api/broadcast` (switchyard; 1 = `/api/publish`).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 fn main() {
@@ -322,7 +325,19 @@ async fn open_clients(
                 let mut c = match target {
                     Target::Ceiling => WsClient::connect(addr, &format!("/ws?ch={ch}"), src).await,
                     Target::Switchyard => {
-                        let claims = MintClaims { sub: format!("u{i}"), exp: unix_now() + 86400, ..MintClaims::default() };
+                        // Subscribed through the token's `channels` claim: connect, auth and
+                        // both subscriptions in one round trip, as a real app would do it.
+                        let channels = if subscribe {
+                            vec![format!("public:c{ch}")]
+                        } else {
+                            Vec::new()
+                        };
+                        let claims = MintClaims {
+                            sub: format!("u{i}"),
+                            exp: unix_now() + 86400,
+                            channels,
+                            ..MintClaims::default()
+                        };
                         let token = auth.mint(&claims).expect("mint");
                         WsClient::connect(addr, &format!("/ws?token={token}"), src).await
                     }
@@ -330,12 +345,6 @@ async fn open_clients(
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"));
                 if target == Target::Switchyard {
                     c.wait_for(b"auth_success").await.expect("auth_success");
-                    if subscribe {
-                        c.send_text(&format!(r#"{{"type":"subscribe","id":"s","payload":{{"channel":"public:c{ch}"}}}}"#))
-                            .await
-                            .expect("subscribe");
-                        c.wait_for(b"\"subscribed\"").await.expect("subscribed");
-                    }
                 }
                 c.shrink();
                 (i, c)
@@ -374,7 +383,8 @@ async fn idle(c: &Common) -> Value {
 // ---------------------------------------------------------------- fan-out
 
 thread_local! {
-    static HIST: RefCell<Option<Arc<Mutex<Histogram<u64>>>>> = const { RefCell::new(None) };
+    /// This thread's histogram and the run it belongs to.
+    static HIST: RefCell<Option<(usize, Arc<Mutex<Histogram<u64>>>)>> = const { RefCell::new(None) };
 }
 
 type SharedHistogram = Arc<Mutex<Histogram<u64>>>;
@@ -385,19 +395,21 @@ struct Latencies(Arc<Mutex<Vec<SharedHistogram>>>);
 
 impl Latencies {
     fn record(&self, us: u64) {
+        let run = Arc::as_ptr(&self.0) as usize;
         HIST.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let hist = slot
-                .get_or_insert_with(|| {
-                    let new = Arc::new(Mutex::new(
-                        Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram"),
-                    ));
-                    if let Ok(mut all) = self.0.lock() {
-                        all.push(new.clone());
-                    }
-                    new
-                })
-                .clone();
+            if slot.as_ref().is_none_or(|(r, _)| *r != run) {
+                let new = Arc::new(Mutex::new(
+                    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram"),
+                ));
+                if let Ok(mut all) = self.0.lock() {
+                    all.push(new.clone());
+                }
+                *slot = Some((run, new));
+            }
+            let Some((_, hist)) = slot.as_ref().map(|(r, h)| (*r, h.clone())) else {
+                return;
+            };
             drop(slot);
             let mut guard = match hist.lock() {
                 Ok(g) => g,
@@ -482,7 +494,24 @@ async fn fanout_on(
         };
         if may_send && publisher.in_flight < load.depth {
             let payload = format!(r#"{{"ts":{},"pad":"{pad}"}}"#, now_ns());
+            let batch = if server.target == Target::Switchyard {
+                load.batch.clamp(1, channels.max(1))
+            } else {
+                1
+            };
             let (path, body) = match server.target {
+                Target::Switchyard if batch > 1 => {
+                    let list: Vec<String> = (0..batch)
+                        .map(|j| format!("\"public:c{}\"", (ch + j) % channels.max(1)))
+                        .collect();
+                    (
+                        "/api/broadcast".to_owned(),
+                        format!(
+                            r#"{{"channels":[{}],"type":"bench","payload":{payload}}}"#,
+                            list.join(",")
+                        ),
+                    )
+                }
                 Target::Switchyard => (
                     "/api/publish".to_owned(),
                     format!(r#"{{"channel":"public:c{ch}","type":"bench","payload":{payload}}}"#),
@@ -499,9 +528,11 @@ async fn fanout_on(
                 errors += 1;
                 break;
             }
-            published += 1;
-            expected += per_channel[ch];
-            ch = (ch + 1) % channels.max(1);
+            for _ in 0..batch {
+                published += 1;
+                expected += per_channel[ch];
+                ch = (ch + 1) % channels.max(1);
+            }
             if let Some(i) = interval {
                 next_at += i;
             }
@@ -543,6 +574,7 @@ async fn fanout_on(
         "channels": channels,
         "payload": load.payload,
         "rate": load.rate,
+        "batch": load.batch,
         "publications": published,
         "publish_errors": errors,
         "expected": expected,
@@ -696,6 +728,7 @@ async fn suite(conns: usize, duration: u64) {
         rate: None,
         window: 8,
         depth: 16,
+        batch: 1,
     };
     let mut results = Vec::new();
     for target in [Target::Ceiling, Target::Switchyard] {
@@ -717,7 +750,22 @@ async fn suite(conns: usize, duration: u64) {
                 target,
                 sources: Vec::new(),
             };
-            let r = fanout(&c, &load).await;
+            // Many small channels: publishers batch with /api/broadcast (SPEC 6 offers
+            // it); the ceiling has no such thing and publishes one by one.
+            let (batch, window) = if channels > 1 {
+                (100, 2000)
+            } else {
+                (1, load.window)
+            };
+            let r = fanout(
+                &c,
+                &Load {
+                    batch,
+                    window,
+                    ..load.clone()
+                },
+            )
+            .await;
             report(&r);
             results.push(r);
         }

@@ -77,25 +77,6 @@ impl WsClient {
         Ok(())
     }
 
-    pub(crate) async fn send_text(&mut self, text: &str) -> io::Result<()> {
-        let mut f = Vec::with_capacity(text.len() + 14);
-        f.push(0x81);
-        let n = text.len();
-        if n < 126 {
-            f.push(0x80 | n as u8);
-        } else if n <= 65535 {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        // A zero masking key: valid, and the payload goes out unchanged.
-        f.extend_from_slice(&[0, 0, 0, 0]);
-        f.extend_from_slice(text.as_bytes());
-        self.stream.write_all(&f).await
-    }
-
     async fn send_pong(&mut self) -> io::Result<()> {
         self.stream.write_all(&[0x8A, 0x80, 0, 0, 0, 0]).await
     }

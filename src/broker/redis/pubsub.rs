@@ -57,6 +57,9 @@ enum Path {
     Cluster {
         conn: redis::cluster_async::ClusterConnection,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
+        /// Channels this node unsubscribed: their `sunsubscribe` confirmations are
+        /// expected; any other one means Redis dropped a subscription (slot moved).
+        leaving: HashSet<String>,
     },
 }
 
@@ -77,7 +80,10 @@ impl Path {
     async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
         match self {
             Path::Single { sink, .. } => sink.unsubscribe(channel).await,
-            Path::Cluster { conn, .. } => conn.sunsubscribe(channel).await,
+            Path::Cluster { conn, leaving, .. } => {
+                leaving.insert(channel.to_owned());
+                conn.sunsubscribe(channel).await
+            }
         }
     }
 
@@ -91,19 +97,32 @@ impl Path {
                     m.get_payload_bytes().to_vec(),
                 ))
             }
-            Path::Cluster { pushes, .. } => loop {
+            Path::Cluster {
+                pushes, leaving, ..
+            } => loop {
                 let push = pushes.recv().await?;
+                let mut data = push.data.into_iter();
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => {
-                        let mut data = push.data.into_iter();
                         if let (Some(Value::BulkString(ch)), Some(Value::BulkString(payload))) =
                             (data.next(), data.next())
                         {
                             return Some((String::from_utf8_lossy(&ch).into_owned(), payload));
                         }
                     }
-                    // The server drops sharded subscriptions when their slot moves.
-                    PushKind::Disconnection | PushKind::SUnsubscribe => return None,
+                    PushKind::SUnsubscribe => {
+                        let ch = match data.next() {
+                            Some(Value::BulkString(ch)) => {
+                                String::from_utf8_lossy(&ch).into_owned()
+                            }
+                            _ => String::new(),
+                        };
+                        // Not asked for: the server dropped it because its slot moved.
+                        if !leaving.remove(&ch) {
+                            return None;
+                        }
+                    }
+                    PushKind::Disconnection => return None,
                     _ => {}
                 }
             },
@@ -308,7 +327,11 @@ async fn connect(s: &Setup, wanted: &HashSet<String>) -> Result<(Path, Vec<Strin
                 .build()
                 .map_err(down)?;
             let conn = client.get_async_connection().await.map_err(down)?;
-            Path::Cluster { conn, pushes }
+            Path::Cluster {
+                conn,
+                pushes,
+                leaving: HashSet::new(),
+            }
         }
     };
     let mut conn = s.pool.get().await?;
