@@ -384,7 +384,7 @@ async fn idle(c: &Common) -> Value {
 
 thread_local! {
     /// This thread's histogram and the run it belongs to.
-    static HIST: RefCell<Option<(usize, Arc<Mutex<Histogram<u64>>>)>> = const { RefCell::new(None) };
+    static HIST: RefCell<Option<(usize, SharedHistogram)>> = const { RefCell::new(None) };
 }
 
 type SharedHistogram = Arc<Mutex<Histogram<u64>>>;
