@@ -113,6 +113,41 @@ impl Outbox {
         true
     }
 
+    /// Hands up to `max` data items, in order, to `f` (under the lock: `f` only copies
+    /// bytes), stopping early at a control item, which is removed and returned.
+    /// Returns how many data items were handed over.
+    pub fn drain_data(
+        &self,
+        max: usize,
+        mut f: impl FnMut(&Bytes, Option<Instant>),
+    ) -> (usize, Option<Item>) {
+        let mut s = self.state.lock();
+        let mut n = 0;
+        let mut control = None;
+        while n < max {
+            match s.queue.pop_front() {
+                Some(Item::Data(bytes, accepted)) => {
+                    f(&bytes, accepted);
+                    n += 1;
+                }
+                Some(other) => {
+                    control = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        s.data -= n;
+        if s.queue.is_empty() {
+            // Under the lock: a push after this sees an empty queue and sets it again.
+            self.pending.store(false, Ordering::Release);
+            if s.queue.capacity() > KEEP_CAPACITY {
+                s.queue = VecDeque::new();
+            }
+        }
+        (n, control)
+    }
+
     /// Moves up to `max` items into `out`.
     pub fn drain(&self, out: &mut Vec<Item>, max: usize) {
         let mut s = self.state.lock();

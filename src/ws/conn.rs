@@ -366,44 +366,114 @@ impl Conn {
                 self.outbox_pending = true;
                 return Ok(());
             }
-            let mut items = Vec::new();
-            self.handle.outbox.drain(&mut items, DRAIN_BATCH);
-            if items.is_empty() {
-                return Ok(());
-            }
-            // One allocation for the whole batch instead of growing per frame.
-            let bytes_needed: usize = items
-                .iter()
-                .map(|i| match i {
-                    Item::Data(b, _) => b.len() + 10,
-                    _ => 0,
-                })
-                .sum();
-            self.wbuf.reserve(bytes_needed);
-            for item in items {
-                match item {
-                    Item::Data(bytes, accepted) => {
-                        if self.closing.is_some() {
-                            continue;
+            let (n, control) = if self.wpos == self.wbuf.len() {
+                self.pull_direct()?
+            } else {
+                // Bytes are already waiting: queue behind them, in order.
+                let mut count = 0u64;
+                let mut oldest = None;
+                let wbuf = &mut self.wbuf;
+                let r = self
+                    .handle
+                    .outbox
+                    .drain_data(DRAIN_BATCH, |bytes, accepted| {
+                        codec::put_text(wbuf, bytes);
+                        count += 1;
+                        if oldest.is_none() {
+                            oldest = accepted;
                         }
-                        codec::put_text(&mut self.wbuf, &bytes);
-                        self.unflushed_msgs += 1;
-                        if self.oldest.is_none() {
-                            self.oldest = accepted;
-                        }
+                    });
+                self.unflushed_msgs += count;
+                if self.oldest.is_none() {
+                    self.oldest = oldest;
+                }
+                r
+            };
+            match control {
+                None if n == 0 => return Ok(()),
+                None => {}
+                Some(Item::Data(..)) => {}
+                Some(Item::Subscribe(_) | Item::Unsubscribe(_)) if self.stop_reading => {}
+                Some(Item::Subscribe(ch)) => Box::pin(self.server_subscribe(ch)).await,
+                Some(Item::Unsubscribe(ch)) => Box::pin(self.server_unsubscribe(ch)).await,
+                Some(Item::Close(code, reason)) => {
+                    if code == CloseCode::SlowConsumer {
+                        tracing::debug!(conn = self.handle.id, "slow consumer");
                     }
-                    Item::Subscribe(_) | Item::Unsubscribe(_) if self.stop_reading => {}
-                    Item::Subscribe(ch) => Box::pin(self.server_subscribe(ch)).await,
-                    Item::Unsubscribe(ch) => Box::pin(self.server_unsubscribe(ch)).await,
-                    Item::Close(code, reason) => {
-                        if code == CloseCode::SlowConsumer {
-                            tracing::debug!(conn = self.handle.id, "slow consumer");
-                        }
-                        self.begin_close(code, reason);
-                    }
+                    self.begin_close(code, reason);
+                    return Ok(());
                 }
             }
         }
+    }
+
+    /// The fan-out fast path: frames queued publications into this thread's scratch
+    /// buffer and writes them at once; only what the socket does not take is copied
+    /// into the connection's own buffer. No allocation when the socket keeps up.
+    fn pull_direct(&mut self) -> Result<(usize, Option<Item>), Ended> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::new());
+        }
+        let mut count = 0u64;
+        let mut oldest = None;
+        let outbox = &self.handle.outbox;
+        let stream = &self.stream;
+        let wbuf = &mut self.wbuf;
+        let (n, control, written_all, failed) = SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            scratch.clear();
+            let (n, control) = outbox.drain_data(DRAIN_BATCH, |bytes, accepted| {
+                codec::put_text(&mut scratch, bytes);
+                count += 1;
+                if oldest.is_none() {
+                    oldest = accepted;
+                }
+            });
+            let mut pos = 0;
+            let mut failed = false;
+            while pos < scratch.len() {
+                match stream.try_write(&scratch[pos..]) {
+                    Ok(0) => {
+                        failed = true;
+                        break;
+                    }
+                    Ok(k) => pos += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let written_all = pos == scratch.len();
+            if !written_all && !failed {
+                wbuf.extend_from_slice(&scratch[pos..]);
+            }
+            // A burst may have grown it; the thread keeps a modest buffer only.
+            if scratch.capacity() > 256 * 1024 {
+                *scratch = Vec::new();
+            }
+            (n, control, written_all, failed)
+        });
+        if failed {
+            return Err(Ended::Dropped("io"));
+        }
+        if written_all {
+            if count > 0 {
+                let m = &self.node.metrics;
+                m.messages_out.increment(count);
+                if let Some(t) = oldest {
+                    m.delivery_latency.record(t.elapsed().as_secs_f64());
+                }
+            }
+        } else {
+            self.write_stalled.get_or_insert_with(Instant::now);
+            self.unflushed_msgs += count;
+            if self.oldest.is_none() {
+                self.oldest = oldest;
+            }
+        }
+        Ok((n, control))
     }
 
     /// Writes as much as the socket takes now, without waiting.

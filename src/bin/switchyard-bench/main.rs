@@ -80,6 +80,16 @@ enum Cmd {
         #[arg(long, default_value_t = 19_000)]
         conns: usize,
     },
+    /// Fan-out over three nodes on one Redis (subscribers spread, publisher on the
+    /// first node) beside a single memory-broker node, with Redis' command counts.
+    Cluster {
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        #[command(flatten)]
+        load: Load,
+    },
     /// Idle and fan-out on the ceiling and on switchyard in one run, with ratios.
     Suite {
         #[arg(long, default_value_t = 10_000)]
@@ -137,6 +147,15 @@ fn main() {
             Cmd::Reconnect { conns } => {
                 report(&reconnect(conns).await);
             }
+            Cmd::Cluster {
+                conns,
+                channels,
+                load,
+            } => {
+                for r in cluster(conns, channels, &load).await {
+                    report(&r);
+                }
+            }
             Cmd::Suite { conns, duration } => suite(conns, duration).await,
         }
     });
@@ -153,6 +172,15 @@ fn summary(v: &Value) -> String {
         Some("idle") => format!(
             "idle {} x{}: {:.2} KiB/conn, {:.0} conn/s",
             v["target"], v["conns"], v["kib_per_conn"].as_f64().unwrap_or(0.0), v["connect_rate"].as_f64().unwrap_or(0.0)
+        ),
+        Some("reconnect") => format!(
+            "reconnect x{}: first delivery {} ms, all {} channels {} ms after redis accepted connections, missing {}",
+            v["conns"], v["first_delivery_ms"], v["conns"], v["all_channels_delivered_ms"], v["missing"]
+        ),
+        Some("cluster") => format!(
+            "cluster 3 nodes x{}: {:.0} msg/s ({:.2}x one memory node), {:.2} redis PUBLISH per publication, missing {}",
+            v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0), v["vs_single_node"].as_f64().unwrap_or(0.0),
+            v["redis_publish_calls_per_publication"].as_f64().unwrap_or(0.0), v["missing"]
         ),
         Some("fanout") => format!(
             "fanout {} x{} over {} ch: {:.0} msg/s, {:.0} pub/s, p50 {} us p99 {} us max {} us, missing {}",
@@ -305,44 +333,50 @@ fn auth() -> Auth {
 /// query), is auto-subscribed to `user:u<i>` and subscribes to `public:c<i % k>`.
 async fn open_clients(
     server: &Server,
-    n: usize,
+    ids: std::ops::Range<usize>,
     k: usize,
     sources: &[IpAddr],
     subscribe: bool,
 ) -> (Vec<(usize, WsClient)>, Duration) {
-    let auth = Arc::new(auth());
     let addr = server.addr;
     let target = server.target;
     let sources: Arc<[IpAddr]> = Arc::from(sources.to_vec());
-    let start = Instant::now();
-    let clients: Vec<(usize, WsClient)> = stream::iter(0..n)
+    // Tokens are minted before the clock starts: the rate measures the server.
+    // Subscribed through the token's `channels` claim: connect, auth and both
+    // subscriptions in one round trip, as a real app would do it.
+    let auth = auth();
+    let paths: Vec<(usize, String)> = ids
         .map(|i| {
-            let auth = auth.clone();
+            let ch = i % k.max(1);
+            let path = match target {
+                Target::Ceiling => format!("/ws?ch={ch}"),
+                Target::Switchyard => {
+                    let channels = if subscribe {
+                        vec![format!("public:c{ch}")]
+                    } else {
+                        Vec::new()
+                    };
+                    let claims = MintClaims {
+                        sub: format!("u{i}"),
+                        exp: unix_now() + 86400,
+                        channels,
+                        ..MintClaims::default()
+                    };
+                    format!("/ws?token={}", auth.mint(&claims).expect("mint"))
+                }
+            };
+            (i, path)
+        })
+        .collect();
+    let start = Instant::now();
+    let clients: Vec<(usize, WsClient)> = stream::iter(paths)
+        .map(|(i, path)| {
             let sources = sources.clone();
             async move {
                 let src = (!sources.is_empty()).then(|| sources[i % sources.len()]);
-                let ch = i % k.max(1);
-                let mut c = match target {
-                    Target::Ceiling => WsClient::connect(addr, &format!("/ws?ch={ch}"), src).await,
-                    Target::Switchyard => {
-                        // Subscribed through the token's `channels` claim: connect, auth and
-                        // both subscriptions in one round trip, as a real app would do it.
-                        let channels = if subscribe {
-                            vec![format!("public:c{ch}")]
-                        } else {
-                            Vec::new()
-                        };
-                        let claims = MintClaims {
-                            sub: format!("u{i}"),
-                            exp: unix_now() + 86400,
-                            channels,
-                            ..MintClaims::default()
-                        };
-                        let token = auth.mint(&claims).expect("mint");
-                        WsClient::connect(addr, &format!("/ws?token={token}"), src).await
-                    }
-                }
-                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                let mut c = WsClient::connect(addr, &path, src)
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"));
                 if target == Target::Switchyard {
                     c.wait_for(b"auth_success").await.expect("auth_success");
                 }
@@ -362,7 +396,7 @@ async fn idle(c: &Common) -> Value {
     let server = spawn(c.target, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
-    let (clients, took) = open_clients(&server, c.conns, c.channels, &c.sources, true).await;
+    let (clients, took) = open_clients(&server, 0..c.conns, c.channels, &c.sources, true).await;
     // Let allocator and kernel settle before reading RSS again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib();
@@ -591,7 +625,7 @@ async fn fanout_on(
 
 async fn fanout(c: &Common, load: &Load) -> Value {
     let server = spawn(c.target, "").await;
-    let (clients, _) = open_clients(&server, c.conns, c.channels, &c.sources, true).await;
+    let (clients, _) = open_clients(&server, 0..c.conns, c.channels, &c.sources, true).await;
     fanout_on(&server, clients, c.channels, load).await
 }
 
@@ -626,7 +660,7 @@ async fn reconnect(conns: usize) -> Value {
     ))
     .await;
     wait_ready(server.addr).await;
-    let (clients, _) = open_clients(&server, conns, 1, &[], false).await;
+    let (clients, _) = open_clients(&server, 0..conns, 1, &[], false).await;
     let delivered = Arc::new(AtomicU64::new(0));
     for (_, mut c) in clients {
         let delivered = delivered.clone();
@@ -694,6 +728,98 @@ async fn reconnect(conns: usize) -> Value {
         "delivered_after_restart": got,
         "missing": (conns as u64).saturating_sub(got),
     })
+}
+
+fn start_redis(port: u16, dir: &TempDir) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir.0)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server")
+}
+
+/// `calls` of one command in Redis' INFO commandstats.
+async fn redis_calls(
+    conn: &mut deadpool_redis::redis::aio::MultiplexedConnection,
+    cmd: &str,
+) -> u64 {
+    let info: String = deadpool_redis::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<Value> {
+    // The same load on one memory-broker node first.
+    let single = fanout(
+        &Common {
+            conns,
+            channels,
+            target: Target::Switchyard,
+            sources: Vec::new(),
+        },
+        load,
+    )
+    .await;
+    let redis_port = free_port();
+    let redis_dir = TempDir::new();
+    let mut redis = start_redis(redis_port, &redis_dir);
+    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
+    wait_listening(redis_addr).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let n = spawn_switchyard(&format!(
+            "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
+        ))
+        .await;
+        wait_ready(n.addr).await;
+        nodes.push(n);
+    }
+    let mut clients = Vec::with_capacity(conns);
+    let third = conns.div_ceil(3);
+    for (k, node) in nodes.iter().enumerate() {
+        let ids = (k * third).min(conns)..((k + 1) * third).min(conns);
+        let (mut c, _) = open_clients(node, ids, channels, &[], true).await;
+        clients.append(&mut c);
+    }
+    let client =
+        deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let before = redis_calls(&mut conn, "publish").await;
+    let mut three = fanout_on(&nodes[0], clients, channels, load).await;
+    let after = redis_calls(&mut conn, "publish").await;
+    let publications = three["publications"].as_u64().unwrap_or(0);
+    three["scenario"] = json!("cluster");
+    three["nodes"] = json!(3);
+    three["redis_publish_calls"] = json!(after.saturating_sub(before));
+    three["redis_publish_calls_per_publication"] =
+        json!(after.saturating_sub(before) as f64 / publications.max(1) as f64);
+    three["vs_single_node"] = json!(ratio(&three, &single, "delivered_per_s"));
+    drop(nodes);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    vec![single, three]
 }
 
 async fn wait_ready(addr: SocketAddr) {
