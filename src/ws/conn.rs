@@ -412,7 +412,7 @@ impl Conn {
     /// into the connection's own buffer. No allocation when the socket keeps up.
     fn pull_direct(&mut self) -> Result<(usize, Option<Item>), Ended> {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::new());
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let mut count = 0u64;
         let mut oldest = None;
