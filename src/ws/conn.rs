@@ -390,7 +390,9 @@ impl Conn {
                 r
             };
             match control {
-                None if n == 0 => return Ok(()),
+                // Fewer than a batch and no control item: the queue is empty now, so
+                // skip the second (empty) look a loop would take.
+                None if n < DRAIN_BATCH => return Ok(()),
                 None => {}
                 Some(Item::Data(..)) => {}
                 Some(Item::Subscribe(_) | Item::Unsubscribe(_)) if self.stop_reading => {}
