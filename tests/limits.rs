@@ -9,22 +9,6 @@ use common::raw::{Frame, RawClient};
 use common::*;
 use serde_json::json;
 
-async fn metric(node: &TestNode, line_prefix: &str) -> f64 {
-    let text = http_client()
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn oversize_frame_closes_1009_after_disconnect() {
     let node = TestNode::start_with("", "limits.max_message_size = 1000").await;

@@ -20,22 +20,6 @@ async fn node_via(url: String, id: &str, extra: &str) -> TestNode {
     TestNode::start_config_with(c).await
 }
 
-async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http_client()
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
-}
-
 async fn ready_status(node: &TestNode) -> u16 {
     http_client()
         .get(node.http("/ready"))

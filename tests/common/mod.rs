@@ -157,6 +157,24 @@ impl Drop for TestNode {
     }
 }
 
+/// A series' value in the node's `/metrics` (unlabelled name, or name with labels);
+/// -1 when absent.
+pub async fn metric(node: &TestNode, series: &str) -> f64 {
+    let text = http_client()
+        .get(node.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(WAIT)

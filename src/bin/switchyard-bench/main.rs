@@ -634,24 +634,7 @@ async fn fanout(c: &Common, load: &Load) -> Value {
 async fn reconnect(conns: usize) -> Value {
     let redis_port = free_port();
     let redis_dir = TempDir::new();
-    let start_redis = || {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&redis_dir.0)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
+    let start_redis = || start_redis(redis_port, &redis_dir);
     let mut redis = start_redis();
     let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
     wait_listening(redis_addr).await;
