@@ -5,6 +5,7 @@
 pub mod codec;
 mod conn;
 mod rate;
+mod requests;
 mod session;
 
 use std::collections::HashMap;

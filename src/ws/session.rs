@@ -1,6 +1,7 @@
-//! What a client's messages mean (SPEC sections 2–4): authentication state, the
-//! connection's subscriptions, and one handler per command. Replies go through the
-//! connection's outbox so they stay in order with publications.
+//! What a client's messages mean (SPEC sections 2–3): the session state, rate
+//! limiting, parsing and dispatch, and authentication (tokens, anonymous sessions,
+//! renewal, the per-user limit). Channel requests live in `requests`. Replies go
+//! through the connection's outbox so they stay in order with publications.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,14 +13,14 @@ use super::rate::{RateLimiter, Verdict};
 use super::Setup;
 use crate::auth::{new_session_id, unix_now, AuthError, ConnClaims};
 use crate::broker::BrokerError;
-use crate::channel::{ChannelName, Identity, Namespace, Rule};
+use crate::channel::{ChannelName, Identity};
 use crate::config::PerUserPolicy;
 use crate::hub::{conn_id_string, Control, Who};
-use crate::metrics::{AUTH_FAILURES, MESSAGES_IN, PUBLICATIONS};
-use crate::node::{publications_json, Node};
+use crate::metrics::{AUTH_FAILURES, MESSAGES_IN};
+use crate::node::Node;
 use crate::protocol::{
-    encode, parse_client_frame, ClientFrame, ClientInfo, CloseCode, Command, ErrorCode,
-    Publication, ServerMessage, Since,
+    encode, parse_client_frame, ClientFrame, CloseCode, Command, ErrorCode, Publication,
+    ServerMessage,
 };
 
 enum AuthState {
@@ -37,14 +38,14 @@ enum AuthState {
 /// A connection's protocol state.
 pub(super) struct Session {
     auth: AuthState,
-    ident: Identity,
+    pub(super) ident: Identity,
     /// Channels this connection is subscribed to. A short list: linear search beats a
     /// map at the sizes `max_subscriptions` allows, and costs less memory.
-    subs: Vec<ChannelName>,
+    pub(super) subs: Vec<ChannelName>,
     route: Arc<[ChannelName]>,
     rate: RateLimiter,
     /// The user this connection is registered under for the per-user limit.
-    counted_user: Option<String>,
+    pub(super) counted_user: Option<String>,
 }
 
 /// When a token expiring at `exp` (Unix seconds) runs out; absurd values are capped.
@@ -86,7 +87,7 @@ impl Session {
         }
     }
 
-    fn is_subscribed(&self, ch: &ChannelName) -> bool {
+    pub(super) fn is_subscribed(&self, ch: &ChannelName) -> bool {
         self.subs.contains(ch)
     }
 }
@@ -105,7 +106,7 @@ struct AuthSuccess<'a> {
 }
 
 /// The wire code for a broker failure (logged when it is not plain unavailability).
-fn broker_code(e: &BrokerError) -> ErrorCode {
+pub(super) fn broker_code(e: &BrokerError) -> ErrorCode {
     match e {
         BrokerError::Unavailable(_) => ErrorCode::Unavailable,
         BrokerError::Internal(m) => {
@@ -128,7 +129,7 @@ fn in_label(cmd: &Command) -> &'static str {
 }
 
 impl Conn {
-    fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
+    pub(super) fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
         self.send(ServerMessage::Error { code, message }.to_bytes(id));
     }
 
@@ -486,335 +487,5 @@ impl Conn {
             .to_bytes(id),
         );
         self.close(CloseCode::Unauthorized, None);
-    }
-
-    /// Resolves a channel for a request, answering `invalid_channel` itself.
-    fn resolve(&self, id: Option<&str>, name: &str) -> Option<(ChannelName, Namespace)> {
-        match self.node.namespaces.resolve(name) {
-            Ok((ch, ns)) => Some((ch, ns.clone())),
-            Err(_) => {
-                self.error(
-                    id,
-                    ErrorCode::InvalidChannel,
-                    &format!("invalid channel {name:?}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn sub_token_ok(&self, token: Option<&str>, ch: &ChannelName) -> bool {
-        token.is_some_and(|t| {
-            self.node
-                .auth
-                .verify_subscription(t, ch.as_str(), &self.session.ident)
-                .is_ok()
-        })
-    }
-
-    async fn on_subscribe(
-        &mut self,
-        id: Option<&str>,
-        name: &str,
-        token: Option<&str>,
-        since: Option<&Since>,
-    ) {
-        let Some((ch, ns)) = self.resolve(id, name) else {
-            return;
-        };
-        if !self
-            .session
-            .ident
-            .may_subscribe(&ns, &ch, self.sub_token_ok(token, &ch))
-        {
-            let (code, msg) = if token.is_some() {
-                (
-                    ErrorCode::Unauthorized,
-                    "subscription token is not valid for this channel",
-                )
-            } else {
-                (
-                    ErrorCode::Forbidden,
-                    "not allowed to subscribe to this channel",
-                )
-            };
-            self.error(id, code, msg);
-            return;
-        }
-        if let Some(pos) = self.session.subs.iter().position(|c| *c == ch) {
-            // Subscribing again is answered like a first subscribe (current offset and
-            // epoch, replay after `since`); presence and join/leave are left alone.
-            self.session.subs.swap_remove(pos);
-            self.node.unsubscribe(&self.handle, &ch).await;
-            match self
-                .node
-                .subscribe(&self.handle, &ch, &ns, since, id, true)
-                .await
-            {
-                Ok(_) => self.session.subs.push(ch),
-                Err(e) => {
-                    self.node.left(&self.handle, &ch, &ns).await;
-                    self.error(id, broker_code(&e), "subscribe failed");
-                }
-            }
-            return;
-        }
-        if self.session.subs.len() >= self.node.config.limits.max_subscriptions {
-            self.error(
-                id,
-                ErrorCode::LimitExceeded,
-                "max subscriptions per connection reached",
-            );
-            return;
-        }
-        if let Err(code) = self.subscribe_to(&ch, since, id, true).await {
-            self.error(id, code, "subscribe failed");
-        }
-    }
-
-    /// Subscribes and records it; `reply` sends `subscribed` (auto-subscriptions don't).
-    async fn subscribe_to(
-        &mut self,
-        ch: &ChannelName,
-        since: Option<&Since>,
-        id: Option<&str>,
-        reply: bool,
-    ) -> Result<(), ErrorCode> {
-        let ns = self
-            .node
-            .namespaces
-            .get(ch.namespace())
-            .cloned()
-            .ok_or(ErrorCode::InvalidChannel)?;
-        let r = self
-            .node
-            .subscribe(&self.handle, ch, &ns, since, id, reply)
-            .await;
-        match r {
-            Ok(_) => {
-                self.session.subs.push(ch.clone());
-                self.node.joined(&self.handle, ch, &ns).await;
-                Ok(())
-            }
-            Err(e) => Err(broker_code(&e)),
-        }
-    }
-
-    async fn on_unsubscribe(&mut self, id: Option<&str>, name: &str) {
-        let Ok(ch) = ChannelName::parse(name) else {
-            self.error(
-                id,
-                ErrorCode::InvalidChannel,
-                &format!("invalid channel {name:?}"),
-            );
-            return;
-        };
-        if !self.unsubscribe_from(&ch).await {
-            self.error(
-                id,
-                ErrorCode::NotSubscribed,
-                "not subscribed to this channel",
-            );
-            return;
-        }
-        self.send(
-            ServerMessage::Unsubscribed {
-                channel: ch.as_str(),
-            }
-            .to_bytes(id),
-        );
-    }
-
-    async fn unsubscribe_from(&mut self, ch: &ChannelName) -> bool {
-        let Some(pos) = self.session.subs.iter().position(|c| c == ch) else {
-            return false;
-        };
-        self.session.subs.swap_remove(pos);
-        self.node.unsubscribe(&self.handle, ch).await;
-        if let Some(ns) = self.node.namespaces.get(ch.namespace()).cloned() {
-            self.node.left(&self.handle, ch, &ns).await;
-        }
-        true
-    }
-
-    /// May this connection read presence or history of `ch`?
-    fn may_read(&self, ch: &ChannelName, ns: &Namespace) -> bool {
-        self.session.is_subscribed(ch) || self.session.ident.may_subscribe(ns, ch, false)
-    }
-
-    async fn on_presence(&mut self, id: Option<&str>, name: &str) {
-        let Some((ch, ns)) = self.resolve(id, name) else {
-            return;
-        };
-        if !self.may_read(&ch, &ns) {
-            self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
-            return;
-        }
-        if !ns.presence {
-            self.error(
-                id,
-                ErrorCode::Forbidden,
-                "presence is not enabled in this namespace",
-            );
-            return;
-        }
-        match self.node.presence(&ch).await {
-            Ok(view) => {
-                let body = serde_json::json!({
-                    "channel": ch.as_str(),
-                    "count": view.count,
-                    "users": view.users,
-                    "clients": view.clients,
-                });
-                self.send(encode("presence", id, None, &body));
-            }
-            Err(_) => self.error(id, ErrorCode::Unavailable, "broker unavailable"),
-        }
-    }
-
-    async fn on_history(
-        &mut self,
-        id: Option<&str>,
-        name: &str,
-        limit: Option<usize>,
-        since: Option<u64>,
-    ) {
-        let Some((ch, ns)) = self.resolve(id, name) else {
-            return;
-        };
-        if !self.may_read(&ch, &ns) {
-            self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
-            return;
-        }
-        match self.node.history(&ch, &ns, since, limit).await {
-            Ok(Some(page)) => {
-                let body = serde_json::json!({
-                    "channel": ch.as_str(),
-                    "publications": publications_json(&page.publications),
-                    "offset": page.offset,
-                    "epoch": page.epoch,
-                });
-                self.send(encode("history", id, None, &body));
-            }
-            Ok(None) => self.error(
-                id,
-                ErrorCode::Forbidden,
-                "history is not enabled in this namespace",
-            ),
-            Err(_) => self.error(id, ErrorCode::Unavailable, "broker unavailable"),
-        }
-    }
-
-    async fn on_publish(&mut self, id: Option<&str>, mut p: Publication) {
-        let Some((ch, ns)) = self.resolve(id, &p.channel.clone()) else {
-            return;
-        };
-        let subscribed = self.session.is_subscribed(&ch);
-        if !self.session.ident.may_publish(&ns, &ch, subscribed) {
-            if ns.publish == [Rule::Subscribers] {
-                self.error(
-                    id,
-                    ErrorCode::NotSubscribed,
-                    "subscribe to the channel to publish",
-                );
-            } else {
-                self.error(
-                    id,
-                    ErrorCode::Forbidden,
-                    "not allowed to publish to this channel",
-                );
-            }
-            return;
-        }
-        if p.to.is_some() && !ns.allow_to {
-            self.error(
-                id,
-                ErrorCode::Forbidden,
-                "`to` is not allowed in this namespace",
-            );
-            return;
-        }
-        let ident = &self.session.ident;
-        p.from = Some(ClientInfo {
-            user_id: ident.user_id.clone(),
-            session_id: ident.session_id.clone(),
-            info: ident.info.clone(),
-        });
-        let forward = (ns.forward && !p.volatile && p.to.is_none()).then(|| {
-            let mut copy = Publication::new(p.channel.clone(), p.event.clone(), p.payload.clone());
-            copy.from = p.from.clone();
-            copy.timestamp = p.timestamp.clone();
-            copy
-        });
-        match self.node.publish(p, &ns).await {
-            Ok(r) => {
-                if let Some(copy) = forward {
-                    if let Err(e) = self
-                        .node
-                        .broker
-                        .forward(&copy, &conn_id_string(self.handle.id))
-                        .await
-                    {
-                        tracing::warn!(error = %e, "upstream append failed");
-                    }
-                }
-                self.node
-                    .metrics
-                    .counter(PUBLICATIONS, "source", "client")
-                    .increment(1);
-                if id.is_some() {
-                    self.send(ServerMessage::Ack { offset: r.offset }.to_bytes(id));
-                }
-            }
-            Err(_) => self.error(
-                id,
-                ErrorCode::Unavailable,
-                "broker unavailable, not published",
-            ),
-        }
-    }
-
-    /// `/api/subscribe`: subscribe without rules (the backend decided) and say so.
-    pub(super) async fn server_subscribe(&mut self, ch: ChannelName) {
-        if self.session.is_subscribed(&ch) {
-            return;
-        }
-        if self.session.subs.len() >= self.node.config.limits.max_subscriptions {
-            self.error(
-                None,
-                ErrorCode::LimitExceeded,
-                "max subscriptions per connection reached",
-            );
-            return;
-        }
-        if let Err(code) = self.subscribe_to(&ch, None, None, true).await {
-            self.error(None, code, "server-side subscribe failed");
-        }
-    }
-
-    pub(super) async fn server_unsubscribe(&mut self, ch: ChannelName) {
-        if self.unsubscribe_from(&ch).await {
-            self.send(
-                ServerMessage::Unsubscribed {
-                    channel: ch.as_str(),
-                }
-                .to_bytes(None),
-            );
-        }
-    }
-
-    /// The connection is gone: leave every channel (presence, leave events, interest).
-    pub(super) async fn session_end(&mut self) {
-        if let Some(user) = self.session.counted_user.take() {
-            let me = conn_id_string(self.handle.id);
-            self.node.broker.user_disconnected(&user, &me).await;
-        }
-        let subs = std::mem::take(&mut self.session.subs);
-        for ch in subs {
-            self.node.unsubscribe(&self.handle, &ch).await;
-            if let Some(ns) = self.node.namespaces.get(ch.namespace()).cloned() {
-                self.node.left(&self.handle, &ch, &ns).await;
-            }
-        }
     }
 }
