@@ -9,12 +9,11 @@
 
 mod ceiling;
 mod publish;
+mod servers;
 mod wsclient;
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +26,7 @@ use switchyard::auth::{unix_now, Auth, MintClaims};
 use switchyard::Config;
 
 use publish::HttpPublisher;
+use servers::*;
 use wsclient::{find_ts, Frame, WsClient};
 
 const SECRET: &str = "bench-secret";
@@ -188,137 +188,6 @@ fn summary(v: &Value) -> String {
             v["pubs_per_s"].as_f64().unwrap_or(0.0), v["latency_us"]["p50"], v["latency_us"]["p99"], v["latency_us"]["max"], v["missing"]
         ),
         _ => v.to_string(),
-    }
-}
-
-// ---------------------------------------------------------------- servers
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    target: Target,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "switchyard-bench-{}-{}",
-            std::process::id(),
-            unix_now() ^ rand_u64()
-        ));
-        let _ = std::fs::create_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_u64() -> u64 {
-    rand::random()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("current exe");
-    me.with_file_name(name)
-}
-
-async fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "server did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn spawn_switchyard(extra: &str) -> Server {
-    let port = free_port();
-    let dir = TempDir::new();
-    let path = dir.0.join("switchyard.toml");
-    let config = format!(
-        "listen = \"127.0.0.1:{port}\"\nnode_id = \"bench-{port}\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\nlog.level = \"warn\"\nlimits.client_rate = 1000\nlimits.client_burst = 1000\n{extra}\n"
-    );
-    std::fs::write(&path, config).expect("config");
-    let child = Command::new(sibling("switchyard"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("SWITCHYARD_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn switchyard (build it with `cargo build --release`)");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    wait_listening(addr).await;
-    Server {
-        child,
-        addr,
-        target: Target::Switchyard,
-        _dir: dir,
-    }
-}
-
-async fn spawn_ceiling() -> Server {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(std::env::current_exe().expect("exe"))
-        .arg("ceiling-server")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ceiling");
-    wait_listening(addr).await;
-    Server {
-        child,
-        addr,
-        target: Target::Ceiling,
-        _dir: TempDir::new(),
-    }
-}
-
-async fn spawn(target: Target, extra: &str) -> Server {
-    match target {
-        Target::Switchyard => spawn_switchyard(extra).await,
-        Target::Ceiling => spawn_ceiling().await,
     }
 }
 
@@ -713,25 +582,6 @@ async fn reconnect(conns: usize) -> Value {
     })
 }
 
-fn start_redis(port: u16, dir: &TempDir) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir.0)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server")
-}
-
 /// `calls` of one command in Redis' INFO commandstats.
 async fn redis_calls(
     conn: &mut deadpool_redis::redis::aio::MultiplexedConnection,
@@ -803,19 +653,6 @@ async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<Value> {
     let _ = redis.kill();
     let _ = redis.wait();
     vec![single, three]
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut p) = HttpPublisher::connect(addr, API_KEY).await {
-            if p.get_status("/ready").await.unwrap_or(0) == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "node not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ---------------------------------------------------------------- suite

@@ -1,0 +1,173 @@
+//! Starting what the benchmark measures: switchyard nodes, the ceiling server and
+//! redis-server as child processes on free loopback ports, stopped on drop; their RSS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard::auth::unix_now;
+
+use crate::publish::HttpPublisher;
+use crate::{Target, API_KEY, SECRET};
+
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) target: Target,
+    pub(crate) _dir: TempDir,
+}
+
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-bench-{}-{}",
+            std::process::id(),
+            unix_now() ^ rand_u64()
+        ));
+        let _ = std::fs::create_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn rand_u64() -> u64 {
+    rand::random()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub(crate) fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub(crate) fn sibling(name: &str) -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.with_file_name(name)
+}
+
+pub(crate) async fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "server did not listen on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) async fn spawn_switchyard(extra: &str) -> Server {
+    let port = free_port();
+    let dir = TempDir::new();
+    let path = dir.0.join("switchyard.toml");
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\nnode_id = \"bench-{port}\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\nlog.level = \"warn\"\nlimits.client_rate = 1000\nlimits.client_burst = 1000\n{extra}\n"
+    );
+    std::fs::write(&path, config).expect("config");
+    let child = Command::new(sibling("switchyard"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("SWITCHYARD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn switchyard (build it with `cargo build --release`)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    wait_listening(addr).await;
+    Server {
+        child,
+        addr,
+        target: Target::Switchyard,
+        _dir: dir,
+    }
+}
+
+pub(crate) async fn spawn_ceiling() -> Server {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = Command::new(std::env::current_exe().expect("exe"))
+        .arg("ceiling-server")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ceiling");
+    wait_listening(addr).await;
+    Server {
+        child,
+        addr,
+        target: Target::Ceiling,
+        _dir: TempDir::new(),
+    }
+}
+
+pub(crate) async fn spawn(target: Target, extra: &str) -> Server {
+    match target {
+        Target::Switchyard => spawn_switchyard(extra).await,
+        Target::Ceiling => spawn_ceiling().await,
+    }
+}
+
+pub(crate) fn start_redis(port: u16, dir: &TempDir) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir.0)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server")
+}
+
+pub(crate) async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut p) = HttpPublisher::connect(addr, API_KEY).await {
+            if p.get_status("/ready").await.unwrap_or(0) == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "node not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
