@@ -46,6 +46,8 @@ struct Cli {
 enum Target {
     Switchyard,
     Ceiling,
+    /// Socket.IO 4 (`bench/peers/install.sh` installs it from npm).
+    Socketio,
 }
 
 #[derive(clap::Args, Clone)]
@@ -219,6 +221,7 @@ async fn open_clients(
             let ch = i % k.max(1);
             let path = match target {
                 Target::Ceiling => format!("/ws?ch={ch}"),
+                Target::Socketio => format!("/socket.io/?EIO=4&transport=websocket&ch={ch}"),
                 Target::Switchyard => {
                     let channels = if subscribe {
                         vec![format!("public:c{ch}")]
@@ -246,8 +249,15 @@ async fn open_clients(
                 let mut c = WsClient::connect(addr, &path, src)
                     .await
                     .unwrap_or_else(|e| panic!("connection {i}: {e}"));
-                if target == Target::Switchyard {
-                    c.wait_for(b"auth_success").await.expect("auth_success");
+                match target {
+                    Target::Switchyard => c.wait_for(b"auth_success").await.expect("auth_success"),
+                    // Engine.IO open, then connect to the default namespace.
+                    Target::Socketio => {
+                        c.wait_for(b"\"sid\"").await.expect("engine.io open");
+                        c.send_text("40").await.expect("socket.io connect");
+                        c.wait_for(b"\"sid\"").await.expect("socket.io connected");
+                    }
+                    Target::Ceiling => {}
                 }
                 c.shrink();
                 (i, c)
@@ -419,6 +429,7 @@ async fn fanout_on(
                     "/api/publish".to_owned(),
                     format!(r#"{{"channel":"public:c{ch}","type":"bench","payload":{payload}}}"#),
                 ),
+                Target::Socketio => (format!("/publish?ch={ch}"), payload.clone()),
                 // The ceiling sends the bytes a node would: the same envelope, pre-encoded.
                 Target::Ceiling => (
                     format!("/publish?ch={ch}"),

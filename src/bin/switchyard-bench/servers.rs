@@ -133,10 +133,33 @@ pub(crate) async fn spawn_ceiling() -> Server {
     }
 }
 
+pub(crate) async fn spawn_socketio() -> Server {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/socketio/server.mjs");
+    let child = Command::new("node")
+        .arg(script)
+        .arg("--port")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node bench/peers/socketio/server.mjs (run bench/peers/install.sh)");
+    wait_listening(addr).await;
+    Server {
+        child,
+        addr,
+        target: Target::Socketio,
+        _dir: TempDir::new(),
+    }
+}
+
 pub(crate) async fn spawn(target: Target, extra: &str) -> Server {
     match target {
         Target::Switchyard => spawn_switchyard(extra).await,
         Target::Ceiling => spawn_ceiling().await,
+        Target::Socketio => spawn_socketio().await,
     }
 }
 

@@ -77,6 +77,22 @@ impl WsClient {
         Ok(())
     }
 
+    pub(crate) async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        let n = text.len();
+        let mut f = Vec::with_capacity(n + 14);
+        f.push(0x81);
+        if n < 126 {
+            f.push(0x80 | n as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        // A zero masking key: valid, and the payload goes out unchanged.
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(text.as_bytes());
+        self.stream.write_all(&f).await
+    }
+
     async fn send_pong(&mut self) -> io::Result<()> {
         self.stream.write_all(&[0x8A, 0x80, 0, 0, 0, 0]).await
     }
