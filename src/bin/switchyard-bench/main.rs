@@ -92,6 +92,20 @@ enum Cmd {
         #[command(flatten)]
         load: Load,
     },
+    /// Steady connect/disconnect while publishing: stable subscribers lose nothing and
+    /// the server's RSS returns to where it was with the same number of connections.
+    Churn {
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Connections replaced per second (closed abruptly, opened anew).
+        #[arg(long, default_value_t = 1000)]
+        replace: usize,
+        /// Publications per second to the channel everyone is on.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+    },
     /// Idle and fan-out on the ceiling and on switchyard in one run, with ratios.
     Suite {
         #[arg(long, default_value_t = 10_000)]
@@ -149,6 +163,14 @@ fn main() {
             Cmd::Reconnect { conns } => {
                 report(&reconnect(conns).await);
             }
+            Cmd::Churn {
+                conns,
+                replace,
+                rate,
+                duration,
+            } => {
+                report(&churn(conns, replace, rate, duration).await);
+            }
             Cmd::Cluster {
                 conns,
                 channels,
@@ -183,6 +205,11 @@ fn summary(v: &Value) -> String {
             "cluster 3 nodes x{}: {:.0} msg/s ({:.2}x one memory node), {:.2} redis PUBLISH per publication, missing {}",
             v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0), v["vs_single_node"].as_f64().unwrap_or(0.0),
             v["redis_publish_calls_per_publication"].as_f64().unwrap_or(0.0), v["missing"]
+        ),
+        Some("churn") => format!(
+            "churn x{}: {} connections replaced, RSS {} -> {} KiB ({:+.2} KiB/conn), stable subscribers missing {}",
+            v["conns"], v["replaced"], v["rss_before_kib"], v["rss_after_kib"],
+            v["rss_delta_kib_per_conn"].as_f64().unwrap_or(0.0), v["missing"]
         ),
         Some("fanout") => format!(
             "fanout {} x{} over {} ch: {:.0} msg/s, {:.0} pub/s, p50 {} us p99 {} us max {} us, missing {}",
@@ -664,6 +691,91 @@ async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<Value> {
     let _ = redis.kill();
     let _ = redis.wait();
     vec![single, three]
+}
+
+// ---------------------------------------------------------------- churn
+
+async fn churn(conns: usize, replace: usize, rate: f64, duration: u64) -> Value {
+    let server = spawn_switchyard("").await;
+    let half = conns / 2;
+    let (stable, _) = open_clients(&server, 0..half, 1, &[], true).await;
+    let (mut churners, _) = open_clients(&server, half..conns, 1, &[], true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = server.rss_kib();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for (_, mut c) in stable {
+        let delivered = delivered.clone();
+        readers.push(tokio::spawn(async move {
+            while let Ok(f) = c.next().await {
+                if let Frame::Text(t) = f {
+                    if find_ts(t).is_some() {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let mut publisher = HttpPublisher::connect(server.addr, API_KEY)
+        .await
+        .expect("publisher");
+    let start = Instant::now();
+    let until = start + Duration::from_secs(duration);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next_pub = Instant::now();
+    let mut next_churn = Instant::now();
+    let mut published = 0u64;
+    let mut replaced = 0usize;
+    let mut next_id = conns;
+    let step = (replace / 10).max(1);
+    while Instant::now() < until {
+        if Instant::now() >= next_pub {
+            let body = format!(
+                r#"{{"channel":"public:c0","type":"bench","payload":{{"ts":{}}}}}"#,
+                now_ns()
+            );
+            if publisher.send("/api/publish", &body).await.is_ok()
+                && matches!(publisher.recv().await, Ok(200))
+            {
+                published += 1;
+            }
+            next_pub += interval;
+        }
+        if Instant::now() >= next_churn {
+            // Abrupt closes (no close frame), then as many new connections.
+            let n = step.min(churners.len());
+            churners.drain(..n);
+            let (mut fresh, _) = open_clients(&server, next_id..next_id + n, 1, &[], true).await;
+            next_id += n;
+            replaced += n;
+            churners.append(&mut fresh);
+            next_churn += Duration::from_millis(100);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let expected = published * half as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = server.rss_kib();
+    for r in readers {
+        r.abort();
+    }
+    let got = delivered.load(Ordering::Relaxed);
+    json!({
+        "scenario": "churn",
+        "conns": conns,
+        "replaced": replaced,
+        "publications": published,
+        "expected": expected,
+        "delivered": got,
+        "missing": expected.saturating_sub(got),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_delta_kib_per_conn": (rss_after as f64 - rss_before as f64) / conns as f64,
+    })
 }
 
 // ---------------------------------------------------------------- suite
