@@ -5,8 +5,13 @@
 //! cluster-wide commands and node registry under `<prefix>:`.
 
 mod conn;
+mod history;
+mod keys;
 mod pubsub;
 mod wire;
+
+pub(crate) use history::read_history;
+pub(crate) use keys::Keys;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Value};
+use deadpool_redis::redis;
 use parking_lot::Mutex;
 
 use conn::{Commands, Conn};
@@ -33,50 +38,7 @@ const UPSTREAM_MAXLEN: usize = 100_000;
 /// How long a node's registry entry outlives its last heartbeat.
 const REGISTRY_TTL: Duration = Duration::from_secs(15);
 
-/// Key names, all under the configured prefix; a channel's keys share `{<channel>}`.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
-    pub(crate) prefix: String,
-}
-
-impl Keys {
-    pub(crate) fn channel(&self, ch: &str) -> String {
-        format!("{}:{{{ch}}}", self.prefix)
-    }
-    fn presence(&self, ch: &str) -> String {
-        format!("{}:{{{ch}}}:presence", self.prefix)
-    }
-    fn presence_exp(&self, ch: &str) -> String {
-        format!("{}:{{{ch}}}:presence_exp", self.prefix)
-    }
-    fn upstream(&self) -> String {
-        format!("{}:upstream", self.prefix)
-    }
-    pub(crate) fn control(&self) -> String {
-        format!("{}:{{__control__}}", self.prefix)
-    }
-    pub(crate) fn canary(&self, node: &str) -> String {
-        format!("{}:{{__canary__:{node}}}", self.prefix)
-    }
-    fn user_conns(&self, user: &str) -> String {
-        format!("{}:user_conns:{{{user}}}", self.prefix)
-    }
-    fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
-    }
-    fn node(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.prefix)
-    }
-    /// The gateway channel of a pub/sub channel name, if it is one of ours.
-    pub(crate) fn channel_of<'a>(&self, redis_channel: &'a str) -> Option<&'a str> {
-        redis_channel
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":{")?
-            .strip_suffix('}')
-    }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
 }
 
@@ -581,53 +543,4 @@ impl Broker for RedisBroker {
     fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
-}
-
-/// Reads a channel's history atomically (one `switchyard_history` call): epoch,
-/// newest offset and the publications after `since` (all kept when `None`), at most
-/// the newest `limit`. With `ttl_secs > 0` a channel without history gets its epoch
-/// now, so a subscriber's epoch is the one its first publication will carry.
-pub(crate) async fn read_history(
-    conn: &mut Conn,
-    keys: &Keys,
-    ch: &str,
-    ttl_secs: u64,
-    since: Option<u64>,
-    limit: Option<usize>,
-) -> Result<HistoryPage, BrokerError> {
-    let meta_ttl = if ttl_secs > 0 { ttl_secs + 86400 } else { 0 };
-    let (epoch, top, entries): (String, u64, Value) = redis::cmd("FCALL")
-        .arg("switchyard_history")
-        .arg(1)
-        .arg(keys.channel(ch))
-        .arg(since.map(|s| s as i64).unwrap_or(-1))
-        .arg(if since.is_some() {
-            0
-        } else {
-            limit.unwrap_or(0)
-        })
-        .arg(crate::auth::random_hex(8))
-        .arg(meta_ttl)
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
-    let mut publications = Vec::new();
-    if let Value::Array(items) = entries {
-        for item in items {
-            if let Some(p) = wire::decode_stream_entry(ch, item) {
-                publications.push(Arc::new(p));
-            }
-        }
-    }
-    if let Some(limit) = limit {
-        if publications.len() > limit {
-            publications.drain(..publications.len() - limit);
-        }
-    }
-    // No meta: the history is gone (or never was); an empty epoch matches no client's.
-    Ok(HistoryPage {
-        publications,
-        offset: top,
-        epoch,
-    })
 }
