@@ -1,0 +1,256 @@
+//! The scenarios that need more than one server or a failure: reconnect after a Redis
+//! restart, three nodes on Redis, and churn.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fanout::{fanout, fanout_on, now_ns};
+use crate::publish::HttpPublisher;
+use crate::servers::*;
+use crate::wsclient::{find_ts, Frame};
+use crate::{open_clients, ratio, Common, Load, Target, API_KEY};
+// ---------------------------------------------------------------- reconnect
+
+pub(crate) async fn reconnect(conns: usize) -> Value {
+    let redis_port = free_port();
+    let redis_dir = TempDir::new();
+    let start_redis = || start_redis(redis_port, &redis_dir);
+    let mut redis = start_redis();
+    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
+    wait_listening(redis_addr).await;
+    let server = spawn_switchyard(&format!(
+        "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
+    ))
+    .await;
+    wait_ready(server.addr).await;
+    let (clients, _) = open_clients(&server, 0..conns, 1, &[], false).await;
+    let delivered = Arc::new(AtomicU64::new(0));
+    for (_, mut c) in clients {
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            while let Ok(f) = c.next().await {
+                if let Frame::Text(t) = f {
+                    if t.windows(5).any(|w| w == b"probe") {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let mut redis = start_redis();
+    wait_listening(redis_addr).await;
+    let accepting = Instant::now();
+    let client =
+        deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    // Probe the last user until a delivery proves the path is back.
+    let probe = |i: usize| format!(r#"{{"type":"probe","payload":{{"i":{i}}}}}"#);
+    let first_delivery = loop {
+        let _: Result<i64, _> = deadpool_redis::redis::cmd("PUBLISH")
+            .arg(format!("switchyard:{{user:u{}}}", conns - 1))
+            .arg(probe(conns - 1))
+            .query_async(&mut conn)
+            .await;
+        if delivered.load(Ordering::Relaxed) > 0 {
+            break accepting.elapsed();
+        }
+        assert!(
+            accepting.elapsed() < Duration::from_secs(60),
+            "never delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Then every user channel, pipelined: each must deliver.
+    let before = delivered.load(Ordering::Relaxed);
+    let mut pipe = deadpool_redis::redis::pipe();
+    for i in 0..conns {
+        pipe.cmd("PUBLISH")
+            .arg(format!("switchyard:{{user:u{i}}}"))
+            .arg(probe(i))
+            .ignore();
+    }
+    let _: Result<(), _> = pipe.query_async(&mut conn).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while delivered.load(Ordering::Relaxed) < before + conns as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = accepting.elapsed();
+    let got = delivered.load(Ordering::Relaxed) - before;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    json!({
+        "scenario": "reconnect",
+        "conns": conns,
+        "first_delivery_ms": first_delivery.as_millis() as u64,
+        "all_channels_delivered_ms": all.as_millis() as u64,
+        "delivered_after_restart": got,
+        "missing": (conns as u64).saturating_sub(got),
+    })
+}
+
+/// `calls` of one command in Redis' INFO commandstats.
+pub(crate) async fn redis_calls(
+    conn: &mut deadpool_redis::redis::aio::MultiplexedConnection,
+    cmd: &str,
+) -> u64 {
+    let info: String = deadpool_redis::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<Value> {
+    // The same load on one memory-broker node first.
+    let single = fanout(
+        &Common {
+            conns,
+            channels,
+            target: Target::Switchyard,
+            sources: Vec::new(),
+        },
+        load,
+    )
+    .await;
+    let redis_port = free_port();
+    let redis_dir = TempDir::new();
+    let mut redis = start_redis(redis_port, &redis_dir);
+    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
+    wait_listening(redis_addr).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let n = spawn_switchyard(&format!(
+            "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
+        ))
+        .await;
+        wait_ready(n.addr).await;
+        nodes.push(n);
+    }
+    let mut clients = Vec::with_capacity(conns);
+    let third = conns.div_ceil(3);
+    for (k, node) in nodes.iter().enumerate() {
+        let ids = (k * third).min(conns)..((k + 1) * third).min(conns);
+        let (mut c, _) = open_clients(node, ids, channels, &[], true).await;
+        clients.append(&mut c);
+    }
+    let client =
+        deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let before = redis_calls(&mut conn, "publish").await;
+    let mut three = fanout_on(&nodes[0], clients, channels, load).await;
+    let after = redis_calls(&mut conn, "publish").await;
+    let publications = three["publications"].as_u64().unwrap_or(0);
+    three["scenario"] = json!("cluster");
+    three["nodes"] = json!(3);
+    three["redis_publish_calls"] = json!(after.saturating_sub(before));
+    three["redis_publish_calls_per_publication"] =
+        json!(after.saturating_sub(before) as f64 / publications.max(1) as f64);
+    three["vs_single_node"] = json!(ratio(&three, &single, "delivered_per_s"));
+    drop(nodes);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    vec![single, three]
+}
+
+// ---------------------------------------------------------------- churn
+
+pub(crate) async fn churn(conns: usize, replace: usize, rate: f64, duration: u64) -> Value {
+    let server = spawn_switchyard("").await;
+    let half = conns / 2;
+    let (stable, _) = open_clients(&server, 0..half, 1, &[], true).await;
+    let (mut churners, _) = open_clients(&server, half..conns, 1, &[], true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = server.rss_kib();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for (_, mut c) in stable {
+        let delivered = delivered.clone();
+        readers.push(tokio::spawn(async move {
+            while let Ok(f) = c.next().await {
+                if let Frame::Text(t) = f {
+                    if find_ts(t).is_some() {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let mut publisher = HttpPublisher::connect(server.addr, API_KEY)
+        .await
+        .expect("publisher");
+    let start = Instant::now();
+    let until = start + Duration::from_secs(duration);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next_pub = Instant::now();
+    let mut next_churn = Instant::now();
+    let mut published = 0u64;
+    let mut replaced = 0usize;
+    let mut next_id = conns;
+    let step = (replace / 10).max(1);
+    while Instant::now() < until {
+        if Instant::now() >= next_pub {
+            let body = format!(
+                r#"{{"channel":"public:c0","type":"bench","payload":{{"ts":{}}}}}"#,
+                now_ns()
+            );
+            if publisher.send("/api/publish", &body).await.is_ok()
+                && matches!(publisher.recv().await, Ok(200))
+            {
+                published += 1;
+            }
+            next_pub += interval;
+        }
+        if Instant::now() >= next_churn {
+            // Abrupt closes (no close frame), then as many new connections.
+            let n = step.min(churners.len());
+            churners.drain(..n);
+            let (mut fresh, _) = open_clients(&server, next_id..next_id + n, 1, &[], true).await;
+            next_id += n;
+            replaced += n;
+            churners.append(&mut fresh);
+            next_churn += Duration::from_millis(100);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let expected = published * half as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = server.rss_kib();
+    for r in readers {
+        r.abort();
+    }
+    let got = delivered.load(Ordering::Relaxed);
+    json!({
+        "scenario": "churn",
+        "conns": conns,
+        "replaced": replaced,
+        "publications": published,
+        "expected": expected,
+        "delivered": got,
+        "missing": expected.saturating_sub(got),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_delta_kib_per_conn": (rss_after as f64 - rss_before as f64) / conns as f64,
+    })
+}
