@@ -18,6 +18,11 @@ impl RedisServer {
     }
 
     fn start_on(port: u16, dir: TempDir) -> RedisServer {
+        Self::spawn(port, dir, &[])
+    }
+
+    /// redis-server on `port` with `extra` arguments, polled until it answers PING.
+    fn spawn(port: u16, dir: TempDir, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -29,6 +34,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -111,36 +117,19 @@ impl RedisCluster {
         for _ in 0..3 {
             let port = cluster_port();
             let dir = TempDir::new("redis-cluster");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .arg("--cluster-config-file")
-                .arg(dir.0.join("nodes.conf"))
-                .arg("--dir")
-                .arg(&dir.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server");
-            let r = RedisServer {
+            let conf = dir.0.join("nodes.conf").to_string_lossy().into_owned();
+            let r = RedisServer::spawn(
                 port,
-                child: Some(child),
                 dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while r.cli(&["PING"]).trim() != "PONG" {
-                assert!(Instant::now() < deadline, "cluster node did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-config-file",
+                    &conf,
+                ],
+            );
             nodes.push(r);
         }
         let addrs: Vec<String> = nodes
