@@ -148,6 +148,13 @@ pub enum Delivery {
 
 const SHARDS: usize = 64;
 
+/// The per-thread buffer of references a fan-out hands out is kept up to this size.
+const MAX_KEPT_CLONES: usize = 32 * 1024;
+
+thread_local! {
+    static CLONES: std::cell::RefCell<Vec<bytes::Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct Hub {
     // Sharded so that fan-out on one channel (read lock) does not stall subscribes to
     // others; a sync lock because fan-out never awaits.
@@ -402,19 +409,31 @@ impl Hub {
         }
         let bytes = p.bytes();
         let mut overflowed = 0;
-        for sub in entry.subs.values() {
-            if p.offset.is_some_and(|o| o <= sub.skip_until) {
-                continue;
-            }
-            if let Some(to) = &p.to {
-                if !sub.conn.matches_target(to) {
+        CLONES.with(|cell| {
+            let mut clones = cell.borrow_mut();
+            // Every reference is taken before the first push: once subscribers start
+            // dropping theirs on the other cores, each clone would fight them for the
+            // reference count's cache line.
+            clones.extend(std::iter::repeat_n(bytes, entry.subs.len()).cloned());
+            for sub in entry.subs.values() {
+                if p.offset.is_some_and(|o| o <= sub.skip_until) {
                     continue;
                 }
+                if let Some(to) = &p.to {
+                    if !sub.conn.matches_target(to) {
+                        continue;
+                    }
+                }
+                let Some(b) = clones.pop() else { break };
+                if sub.conn.outbox.push_data(b, Some(p.accepted)) == Pushed::Overflowed {
+                    overflowed += 1;
+                }
             }
-            if sub.conn.outbox.push_data(bytes.clone(), Some(p.accepted)) == Pushed::Overflowed {
-                overflowed += 1;
+            clones.clear();
+            if clones.capacity() > MAX_KEPT_CLONES {
+                *clones = Vec::new();
             }
-        }
+        });
         if overflowed > 0 {
             self.metrics.slow_consumers.increment(overflowed);
         }

@@ -59,9 +59,6 @@ pub struct Outbox {
     cap: usize,
 }
 
-/// Above this many idle slots the queue's memory is handed back after a drain.
-const KEEP_CAPACITY: usize = 4;
-
 impl Outbox {
     pub fn new(cap: usize) -> Outbox {
         Outbox {
@@ -113,21 +110,18 @@ impl Outbox {
         true
     }
 
-    /// Hands up to `max` data items, in order, to `f` (under the lock: `f` only copies
-    /// bytes), stopping early at a control item, which is removed and returned.
-    /// Returns how many data items were handed over.
-    pub fn drain_data(
-        &self,
-        max: usize,
-        mut f: impl FnMut(&Bytes, Option<Instant>),
-    ) -> (usize, Option<Item>) {
+    /// Moves up to `max` data items, in order, into `out`, stopping early at a control
+    /// item, which is removed and returned. Only pointers move under the lock; the
+    /// caller frames the bytes after it is released, so a publisher pushing to this
+    /// connection meanwhile never waits on a memcpy.
+    pub fn drain_data(&self, max: usize, out: &mut Vec<(Bytes, Option<Instant>)>) -> Option<Item> {
         let mut s = self.state.lock();
         let mut n = 0;
         let mut control = None;
         while n < max {
             match s.queue.pop_front() {
                 Some(Item::Data(bytes, accepted)) => {
-                    f(&bytes, accepted);
+                    out.push((bytes, accepted));
                     n += 1;
                 }
                 Some(other) => {
@@ -140,15 +134,15 @@ impl Outbox {
         s.data -= n;
         if s.queue.is_empty() {
             // Under the lock: a push after this sees an empty queue and sets it again.
+            // The capacity stays: a busy connection would otherwise reallocate its queue
+            // under this lock on every burst. `shrink_if_idle` hands it back later.
             self.pending.store(false, Ordering::Release);
-            if s.queue.capacity() > KEEP_CAPACITY {
-                s.queue = VecDeque::new();
-            }
         }
-        (n, control)
+        control
     }
 
     /// Moves up to `max` items into `out`.
+    #[cfg(test)]
     pub fn drain(&self, out: &mut Vec<Item>, max: usize) {
         let mut s = self.state.lock();
         let n = s.queue.len().min(max);
@@ -162,10 +156,18 @@ impl Outbox {
         s.data -= data;
         if s.queue.is_empty() {
             // Under the lock: a push after this sees an empty queue and sets it again.
+            // The capacity stays: a busy connection would otherwise reallocate its queue
+            // under this lock on every burst. `shrink_if_idle` hands it back later.
             self.pending.store(false, Ordering::Release);
-            if s.queue.capacity() > KEEP_CAPACITY {
-                s.queue = VecDeque::new();
-            }
+        }
+    }
+
+    /// Releases the queue's memory when it is empty; called on the connection's ping
+    /// tick, so a connection that went quiet holds no queue.
+    pub fn shrink_if_idle(&self) {
+        let mut s = self.state.lock();
+        if s.queue.is_empty() && s.queue.capacity() > 0 {
+            s.queue = VecDeque::new();
         }
     }
 

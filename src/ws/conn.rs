@@ -17,7 +17,7 @@ use tokio::time::{Duration, Instant, Sleep};
 use super::codec::{self, CodecError, Incoming, Reader};
 use super::session::Session;
 use super::Setup;
-use crate::hub::{ConnHandle, Item};
+use crate::hub::{ConnHandle, Item, Outbox};
 use crate::metrics::DISCONNECTS;
 use crate::node::Node;
 use crate::protocol::{CloseCode, ServerMessage};
@@ -27,6 +27,28 @@ use crate::protocol::{CloseCode, ServerMessage};
 const HIGH_WATER: usize = 256 * 1024;
 /// Items moved from the outbox per pass, so one connection cannot hog a worker.
 const DRAIN_BATCH: usize = 256;
+/// Moves up to a batch of publications out of the outbox (pointers only, under its
+/// lock) and frames them into `buf` after the lock is released. Returns how many,
+/// the acceptance time of the oldest, and a control item that ended the batch.
+fn frame_batch(outbox: &Outbox, buf: &mut Vec<u8>) -> (usize, Option<StdInstant>, Option<Item>) {
+    thread_local! {
+        static STAGED: std::cell::RefCell<Vec<(Bytes, Option<StdInstant>)>> =
+            std::cell::RefCell::new(Vec::with_capacity(DRAIN_BATCH));
+    }
+    STAGED.with(|cell| {
+        let mut staged = cell.borrow_mut();
+        let control = outbox.drain_data(DRAIN_BATCH, &mut staged);
+        let n = staged.len();
+        // One reservation for the batch: header (at most 10 bytes) plus payload each.
+        buf.reserve(staged.iter().map(|(b, _)| b.len() + 10).sum());
+        let oldest = staged.iter().find_map(|(_, a)| *a);
+        for (bytes, _) in staged.drain(..) {
+            codec::put_text(buf, &bytes);
+        }
+        (n, oldest, control)
+    })
+}
+
 /// How long a closing connection waits for the client's close before dropping TCP.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -240,6 +262,7 @@ impl Conn {
             return Err(Ended::Dropped("write_timeout"));
         }
         if now >= self.next_ping {
+            self.handle.outbox.shrink_if_idle();
             codec::put_ping(&mut self.wbuf);
             self.next_ping = now + limits.ping_interval;
         }
@@ -370,24 +393,12 @@ impl Conn {
                 self.pull_direct()?
             } else {
                 // Bytes are already waiting: queue behind them, in order.
-                let mut count = 0u64;
-                let mut oldest = None;
-                let wbuf = &mut self.wbuf;
-                let r = self
-                    .handle
-                    .outbox
-                    .drain_data(DRAIN_BATCH, |bytes, accepted| {
-                        codec::put_text(wbuf, bytes);
-                        count += 1;
-                        if oldest.is_none() {
-                            oldest = accepted;
-                        }
-                    });
-                self.unflushed_msgs += count;
+                let (n, oldest, control) = frame_batch(&self.handle.outbox, &mut self.wbuf);
+                self.unflushed_msgs += n as u64;
                 if self.oldest.is_none() {
                     self.oldest = oldest;
                 }
-                r
+                (n, control)
             };
             match control {
                 // Fewer than a batch and no control item: the queue is empty now, so
@@ -416,21 +427,13 @@ impl Conn {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let mut count = 0u64;
-        let mut oldest = None;
         let outbox = &self.handle.outbox;
         let stream = &self.stream;
         let wbuf = &mut self.wbuf;
-        let (n, control, written_all, failed) = SCRATCH.with(|cell| {
+        let (n, oldest, control, written_all, failed) = SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             scratch.clear();
-            let (n, control) = outbox.drain_data(DRAIN_BATCH, |bytes, accepted| {
-                codec::put_text(&mut scratch, bytes);
-                count += 1;
-                if oldest.is_none() {
-                    oldest = accepted;
-                }
-            });
+            let (n, oldest, control) = frame_batch(outbox, &mut scratch);
             let mut pos = 0;
             let mut failed = false;
             while pos < scratch.len() {
@@ -455,8 +458,9 @@ impl Conn {
             if scratch.capacity() > 256 * 1024 {
                 *scratch = Vec::new();
             }
-            (n, control, written_all, failed)
+            (n, oldest, control, written_all, failed)
         });
+        let count = n as u64;
         if failed {
             return Err(Ended::Dropped("io"));
         }
