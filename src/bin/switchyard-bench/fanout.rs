@@ -2,7 +2,6 @@
 //! histograms), one pipelined publisher, bounded outstanding deliveries or a rate.
 
 use std::cell::RefCell;
-use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -13,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::publish::HttpPublisher;
+use crate::fleet::Remote;
+use crate::publish::{HttpPublisher, Publisher, PusherPublisher};
 use crate::servers::*;
 use crate::wsclient::WsClient;
 use crate::wsclient::{find_ts, Frame};
-use crate::{open_clients, Common, Load, Target, API_KEY};
+use crate::{open_fleet, Common, Load, Target, API_KEY, PUSHER_APP_ID, PUSHER_KEY, SECRET};
 
 thread_local! {
     /// This thread's histogram and the run it belongs to.
@@ -31,7 +31,7 @@ pub(crate) type SharedHistogram = Arc<Mutex<Histogram<u64>>>;
 pub(crate) struct Latencies(Arc<Mutex<Vec<SharedHistogram>>>);
 
 impl Latencies {
-    fn record(&self, us: u64) {
+    pub(crate) fn record(&self, us: u64) {
         let run = Arc::as_ptr(&self.0) as usize;
         HIST.with(|cell| {
             let mut slot = cell.borrow_mut();
@@ -56,7 +56,7 @@ impl Latencies {
         });
     }
 
-    fn merged(&self) -> Histogram<u64> {
+    pub(crate) fn merged(&self) -> Histogram<u64> {
         let mut out = Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram");
         if let Ok(all) = self.0.lock() {
             for h in all.iter() {
@@ -76,22 +76,13 @@ pub(crate) fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs fan-out against an already started server with open clients.
-pub(crate) async fn fanout_on(
-    server: &Server,
+/// One reader task per client: counts and times every benchmark publication.
+pub(crate) fn spawn_readers(
     clients: Vec<(usize, WsClient)>,
-    channels: usize,
-    load: &Load,
-) -> Value {
-    let conns = clients.len();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let lat = Latencies::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut per_channel = vec![0u64; channels.max(1)];
-    for (i, _) in &clients {
-        per_channel[i % channels.max(1)] += 1;
-    }
-    let mut readers = Vec::with_capacity(conns);
+    delivered: &Arc<AtomicU64>,
+    lat: &Latencies,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut readers = Vec::with_capacity(clients.len());
     for (_, mut c) in clients {
         let delivered = delivered.clone();
         let lat = lat.clone();
@@ -110,10 +101,29 @@ pub(crate) async fn fanout_on(
             }
         }));
     }
+    readers
+}
+
+/// Runs fan-out against an already started server with open clients, some of them
+/// possibly held by other generator processes (`remote`).
+pub(crate) async fn fanout_on(
+    server: &Server,
+    clients: Vec<(usize, WsClient)>,
+    mut remote: Remote,
+    channels: usize,
+    load: &Load,
+) -> Value {
+    let conns = clients.len() + remote.ids.len();
+    let local_delivered = Arc::new(AtomicU64::new(0));
+    let lat = Latencies::default();
+    let mut per_channel = vec![0u64; channels.max(1)];
+    for i in clients.iter().map(|(i, _)| i).chain(remote.ids.iter()) {
+        per_channel[i % channels.max(1)] += 1;
+    }
+    let readers = spawn_readers(clients, &local_delivered, &lat);
+    let delivered = || local_delivered.load(Ordering::Relaxed) + remote.delivered();
     let pad = "x".repeat(load.payload.saturating_sub(30));
-    let mut publisher = HttpPublisher::connect(server.addr, API_KEY)
-        .await
-        .expect("publisher");
+    let mut publisher = publisher_for(server).await;
     let start = Instant::now();
     let until = start + Duration::from_secs(load.duration);
     let mut published = 0u64;
@@ -123,18 +133,20 @@ pub(crate) async fn fanout_on(
     let mut next_at = Instant::now();
     let mut ch = 0usize;
     while Instant::now() < until {
-        let outstanding = expected.saturating_sub(delivered.load(Ordering::Relaxed));
+        let outstanding = expected.saturating_sub(delivered());
         let window_msgs = load.window * (conns as u64 / channels.max(1) as u64).max(1);
         let may_send = match interval {
             Some(_) => Instant::now() >= next_at,
             None => outstanding < window_msgs,
         };
-        if may_send && publisher.in_flight < load.depth {
+        if may_send && publisher.in_flight() < load.depth {
             let payload = format!(r#"{{"ts":{},"pad":"{pad}"}}"#, now_ns());
-            let batch = if server.target == Target::Switchyard {
-                load.batch.clamp(1, channels.max(1))
-            } else {
-                1
+            // Switchyard batches through /api/broadcast, Sockudo through an event's
+            // `channels` list (at most 100); the others publish one by one.
+            let batch = match server.target {
+                Target::Switchyard => load.batch.clamp(1, channels.max(1)),
+                Target::Sockudo => load.batch.clamp(1, channels.clamp(1, 100)),
+                _ => 1,
             };
             let (path, body) = match server.target {
                 Target::Switchyard if batch > 1 => {
@@ -154,6 +166,13 @@ pub(crate) async fn fanout_on(
                     format!(r#"{{"channel":"public:c{ch}","type":"bench","payload":{payload}}}"#),
                 ),
                 Target::Socketio => (format!("/publish?ch={ch}"), payload.clone()),
+                Target::Sockudo => {
+                    let list: Vec<String> = (0..batch)
+                        .map(|j| format!("c{}", (ch + j) % channels.max(1)))
+                        .collect();
+                    let body = json!({"name": "bench", "channels": list, "data": payload});
+                    (String::new(), body.to_string())
+                }
                 // The ceiling sends the bytes a node would: the same envelope, pre-encoded.
                 Target::Ceiling => (
                     format!("/publish?ch={ch}"),
@@ -162,7 +181,7 @@ pub(crate) async fn fanout_on(
                     ),
                 ),
             };
-            if publisher.send(&path, &body).await.is_err() {
+            if publisher.send(&path, body).await.is_err() {
                 errors += 1;
                 break;
             }
@@ -176,7 +195,7 @@ pub(crate) async fn fanout_on(
             }
             continue;
         }
-        if publisher.in_flight > 0 {
+        if publisher.in_flight() > 0 {
             match publisher.recv().await {
                 Ok(200) => {}
                 Ok(_) | Err(_) => errors += 1,
@@ -187,7 +206,7 @@ pub(crate) async fn fanout_on(
             tokio::task::yield_now().await;
         }
     }
-    while publisher.in_flight > 0 {
+    while publisher.in_flight() > 0 {
         if !matches!(publisher.recv().await, Ok(200)) {
             errors += 1;
         }
@@ -195,20 +214,21 @@ pub(crate) async fn fanout_on(
     let publish_time = start.elapsed();
     // Drain: wait (bounded) for every expected delivery.
     let drain_deadline = Instant::now() + Duration::from_secs(10);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+    while delivered() < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let total = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let got = delivered();
     for r in readers {
         r.abort();
     }
-    let got = delivered.load(Ordering::Relaxed);
-    let h = lat.merged();
+    let mut h = lat.merged();
+    remote.finish(&mut h).await;
     json!({
         "scenario": "fanout",
         "target": format!("{:?}", server.target).to_lowercase(),
         "conns": conns,
+        "generator_processes": 1 + remote.processes(),
         "channels": channels,
         "payload": load.payload,
         "rate": load.rate,
@@ -227,8 +247,25 @@ pub(crate) async fn fanout_on(
     })
 }
 
+/// The publisher a target takes.
+pub(crate) async fn publisher_for(server: &Server) -> Publisher {
+    match server.target {
+        Target::Sockudo => Publisher::Pusher(PusherPublisher::new(
+            server.addr,
+            PUSHER_APP_ID,
+            PUSHER_KEY,
+            SECRET,
+        )),
+        _ => Publisher::Http(
+            HttpPublisher::connect(server.addr, API_KEY)
+                .await
+                .expect("publisher"),
+        ),
+    }
+}
+
 pub(crate) async fn fanout(c: &Common, load: &Load) -> Value {
     let server = spawn(c.target, "").await;
-    let (clients, _) = open_clients(&server, 0..c.conns, c.channels, &c.sources, true).await;
-    fanout_on(&server, clients, c.channels, load).await
+    let (clients, remote, _) = open_fleet(&server, c, true).await;
+    fanout_on(&server, clients, remote, c.channels, load).await
 }

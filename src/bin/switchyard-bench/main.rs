@@ -9,6 +9,7 @@
 
 mod ceiling;
 mod fanout;
+mod fleet;
 mod publish;
 mod scenarios;
 mod servers;
@@ -31,6 +32,9 @@ use wsclient::WsClient;
 
 const SECRET: &str = "bench-secret";
 const API_KEY: &str = "bench-key";
+/// Sockudo's default app (its REST API is signed with `SECRET`).
+const PUSHER_APP_ID: &str = "bench";
+const PUSHER_KEY: &str = "bench-key";
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +52,8 @@ enum Target {
     Ceiling,
     /// Socket.IO 4 (`bench/peers/install.sh` installs it from npm).
     Socketio,
+    /// Sockudo, Pusher protocol (`bench/peers/install.sh` installs it from crates.io).
+    Sockudo,
 }
 
 #[derive(clap::Args, Clone)]
@@ -63,6 +69,16 @@ struct Common {
     /// Client source addresses, round-robin (127.0.0.2,... beyond one address's ports).
     #[arg(long, value_delimiter = ',')]
     sources: Vec<IpAddr>,
+    /// Generator processes sharing the connections (each may hold at most 20,000
+    /// open files); the default takes one per 19,000 connections.
+    #[arg(long)]
+    procs: Option<usize>,
+}
+
+impl Common {
+    fn procs(&self) -> usize {
+        self.procs.unwrap_or(self.conns.div_ceil(19_000)).max(1)
+    }
 }
 
 #[derive(Subcommand)]
@@ -87,6 +103,9 @@ enum Cmd {
     Cluster {
         #[arg(long, default_value_t = 10_000)]
         conns: usize,
+        /// switchyard, or a peer on its Redis adapter (socketio, sockudo).
+        #[arg(long, value_enum, default_value_t = Target::Switchyard)]
+        target: Target,
         #[arg(long, default_value_t = 1)]
         channels: usize,
         #[command(flatten)]
@@ -112,6 +131,23 @@ enum Cmd {
         conns: usize,
         #[arg(long, default_value_t = 10)]
         duration: u64,
+    },
+    /// (internal) hold a share of the connections for a parent benchmark process.
+    Clients {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, value_enum)]
+        target: Target,
+        #[arg(long)]
+        from: usize,
+        #[arg(long)]
+        to: usize,
+        #[arg(long)]
+        channels: usize,
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<IpAddr>,
+        #[arg(long)]
+        no_subscribe: bool,
     },
     /// (internal) run the ceiling server.
     CeilingServer {
@@ -154,6 +190,17 @@ fn main() {
                 let l = tokio::net::TcpListener::bind(listen).await.expect("bind");
                 ceiling::serve(l).await;
             }
+            Cmd::Clients {
+                addr,
+                target,
+                from,
+                to,
+                channels,
+                sources,
+                no_subscribe,
+            } => {
+                fleet::run_child(addr, target, from..to, channels, &sources, !no_subscribe).await;
+            }
             Cmd::Idle(c) => {
                 report(&idle(&c).await);
             }
@@ -173,10 +220,11 @@ fn main() {
             }
             Cmd::Cluster {
                 conns,
+                target,
                 channels,
                 load,
             } => {
-                for r in cluster(conns, channels, &load).await {
+                for r in cluster(target, conns, channels, &load).await {
                     report(&r);
                 }
             }
@@ -202,8 +250,8 @@ fn summary(v: &Value) -> String {
             v["conns"], v["first_delivery_ms"], v["conns"], v["all_channels_delivered_ms"], v["missing"]
         ),
         Some("cluster") => format!(
-            "cluster 3 nodes x{}: {:.0} msg/s ({:.2}x one memory node), {:.2} redis PUBLISH per publication, missing {}",
-            v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0), v["vs_single_node"].as_f64().unwrap_or(0.0),
+            "cluster {} 3 nodes x{}: {:.0} msg/s ({:.2}x one in-memory node), {:.2} redis PUBLISH per publication, missing {}",
+            v["target"], v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0), v["vs_single_node"].as_f64().unwrap_or(0.0),
             v["redis_publish_calls_per_publication"].as_f64().unwrap_or(0.0), v["missing"]
         ),
         Some("churn") => format!(
@@ -236,8 +284,40 @@ async fn open_clients(
     sources: &[IpAddr],
     subscribe: bool,
 ) -> (Vec<(usize, WsClient)>, Duration) {
-    let addr = server.addr;
-    let target = server.target;
+    open_clients_at(server.addr, server.target, ids, k, sources, subscribe).await
+}
+
+/// Opens `c.conns` connections over `c.procs()` generator processes at once: this
+/// one's share locally, the rest in child processes. Returns the local clients, the
+/// remote ones, and the time until the slowest share was connected.
+async fn open_fleet(
+    server: &Server,
+    c: &Common,
+    subscribe: bool,
+) -> (Vec<(usize, WsClient)>, fleet::Remote, Duration) {
+    let parts = fleet::split(0..c.conns, c.procs());
+    let mut remote = fleet::Remote::spawn(
+        server.addr,
+        server.target,
+        &parts[1..],
+        c.channels,
+        &c.sources,
+        subscribe,
+    );
+    let (clients, took) =
+        open_clients(server, parts[0].clone(), c.channels, &c.sources, subscribe).await;
+    let remote_took = remote.await_ready().await;
+    (clients, remote, took.max(remote_took))
+}
+
+async fn open_clients_at(
+    addr: SocketAddr,
+    target: Target,
+    ids: std::ops::Range<usize>,
+    k: usize,
+    sources: &[IpAddr],
+    subscribe: bool,
+) -> (Vec<(usize, WsClient)>, Duration) {
     let sources: Arc<[IpAddr]> = Arc::from(sources.to_vec());
     // Tokens are minted before the clock starts: the rate measures the server.
     // Subscribed through the token's `channels` claim: connect, auth and both
@@ -249,6 +329,9 @@ async fn open_clients(
             let path = match target {
                 Target::Ceiling => format!("/ws?ch={ch}"),
                 Target::Socketio => format!("/socket.io/?EIO=4&transport=websocket&ch={ch}"),
+                Target::Sockudo => {
+                    format!("/app/{PUSHER_KEY}?protocol=7&client=bench&version=1&ch={ch}")
+                }
                 Target::Switchyard => {
                     let channels = if subscribe {
                         vec![format!("public:c{ch}")]
@@ -284,6 +367,21 @@ async fn open_clients(
                         c.send_text("40").await.expect("socket.io connect");
                         c.wait_for(b"\"sid\"").await.expect("socket.io connected");
                     }
+                    // Pusher: connection_established, then subscribe to public `c<n>`.
+                    Target::Sockudo => {
+                        c.wait_for(b"connection_established")
+                            .await
+                            .expect("pusher connected");
+                        let ch = i % k.max(1);
+                        c.send_text(&format!(
+                            r#"{{"event":"pusher:subscribe","data":{{"channel":"c{ch}"}}}}"#
+                        ))
+                        .await
+                        .expect("pusher subscribe");
+                        c.wait_for(b"subscription_succeeded")
+                            .await
+                            .expect("pusher subscribed");
+                    }
                     Target::Ceiling => {}
                 }
                 c.shrink();
@@ -302,15 +400,19 @@ async fn idle(c: &Common) -> Value {
     let server = spawn(c.target, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
-    let (clients, took) = open_clients(&server, 0..c.conns, c.channels, &c.sources, true).await;
+    let (clients, mut remote, took) = open_fleet(&server, c, true).await;
     // Let allocator and kernel settle before reading RSS again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib();
     drop(clients);
+    remote
+        .finish(&mut hdrhistogram::Histogram::new(3).expect("histogram"))
+        .await;
     json!({
         "scenario": "idle",
         "target": format!("{:?}", c.target).to_lowercase(),
         "conns": c.conns,
+        "generator_processes": c.procs(),
         "channels": c.channels,
         "subscriptions_per_conn": if c.target == Target::Switchyard { 2 } else { 0 },
         "rss_before_kib": before,
@@ -348,6 +450,7 @@ async fn suite(conns: usize, duration: u64) {
             channels: 1,
             target,
             sources: Vec::new(),
+            procs: None,
         };
         let r = idle(&c).await;
         report(&r);
@@ -360,6 +463,7 @@ async fn suite(conns: usize, duration: u64) {
                 channels,
                 target,
                 sources: Vec::new(),
+                procs: None,
             };
             // Many small channels: publishers batch with /api/broadcast (SPEC 6 offers
             // it); the ceiling has no such thing and publishes one by one.
@@ -389,6 +493,7 @@ async fn suite(conns: usize, duration: u64) {
             channels: 1,
             target,
             sources: Vec::new(),
+            procs: None,
         };
         let l = Load {
             rate: Some(half),

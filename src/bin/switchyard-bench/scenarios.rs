@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fanout::{fanout, fanout_on, now_ns};
+use crate::fleet::{split, Remote};
 use crate::publish::HttpPublisher;
 use crate::servers::*;
 use crate::wsclient::{find_ts, Frame};
@@ -115,14 +116,20 @@ pub(crate) async fn redis_calls(
         .unwrap_or(0)
 }
 
-pub(crate) async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<Value> {
-    // The same load on one memory-broker node first.
+pub(crate) async fn cluster(
+    target: Target,
+    conns: usize,
+    channels: usize,
+    load: &Load,
+) -> Vec<Value> {
+    // The same load on one node with its in-process broker (adapter) first.
     let single = fanout(
         &Common {
             conns,
             channels,
-            target: Target::Switchyard,
+            target,
             sources: Vec::new(),
+            procs: None,
         },
         load,
     )
@@ -134,20 +141,44 @@ pub(crate) async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<V
     wait_listening(redis_addr).await;
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let n = spawn_switchyard(&format!(
-            "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
-        ))
-        .await;
-        wait_ready(n.addr).await;
+        let n = match target {
+            Target::Socketio => spawn_socketio(Some(redis_addr)).await,
+            Target::Sockudo => spawn_sockudo(Some(redis_addr)).await,
+            _ => {
+                let n = spawn_switchyard(&format!(
+                    "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
+                ))
+                .await;
+                wait_ready(n.addr).await;
+                n
+            }
+        };
         nodes.push(n);
     }
     let mut clients = Vec::with_capacity(conns);
+    let mut remote = Remote::default();
+    // Beyond what one generator process may hold, every node's share is held by child
+    // processes of at most 19,000 connections each.
+    let spread = conns > 19_000;
     let third = conns.div_ceil(3);
     for (k, node) in nodes.iter().enumerate() {
         let ids = (k * third).min(conns)..((k + 1) * third).min(conns);
-        let (mut c, _) = open_clients(node, ids, channels, &[], true).await;
-        clients.append(&mut c);
+        if spread {
+            let parts = split(ids.clone(), ids.len().div_ceil(19_000));
+            remote.absorb(Remote::spawn(
+                node.addr,
+                node.target,
+                &parts,
+                channels,
+                &[],
+                true,
+            ));
+        } else {
+            let (mut c, _) = open_clients(node, ids, channels, &[], true).await;
+            clients.append(&mut c);
+        }
     }
+    remote.await_ready().await;
     let client =
         deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
     let mut conn = client
@@ -155,7 +186,7 @@ pub(crate) async fn cluster(conns: usize, channels: usize, load: &Load) -> Vec<V
         .await
         .expect("redis");
     let before = redis_calls(&mut conn, "publish").await;
-    let mut three = fanout_on(&nodes[0], clients, channels, load).await;
+    let mut three = fanout_on(&nodes[0], clients, remote, channels, load).await;
     let after = redis_calls(&mut conn, "publish").await;
     let publications = three["publications"].as_u64().unwrap_or(0);
     three["scenario"] = json!("cluster");

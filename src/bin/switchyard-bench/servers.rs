@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use switchyard::auth::unix_now;
 
 use crate::publish::HttpPublisher;
-use crate::{Target, API_KEY, SECRET};
+use crate::{Target, API_KEY, PUSHER_APP_ID, PUSHER_KEY, SECRET};
 
 pub(crate) struct Server {
     pub(crate) child: Child,
@@ -133,15 +133,17 @@ pub(crate) async fn spawn_ceiling() -> Server {
     }
 }
 
-pub(crate) async fn spawn_socketio() -> Server {
+pub(crate) async fn spawn_socketio(redis: Option<SocketAddr>) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/socketio/server.mjs");
-    let child = Command::new("node")
-        .arg(script)
-        .arg("--port")
-        .arg(port.to_string())
+    let mut cmd = Command::new("node");
+    cmd.arg(script).arg("--port").arg(port.to_string());
+    if let Some(r) = redis {
+        cmd.arg("--redis").arg(format!("redis://{r}"));
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -155,11 +157,69 @@ pub(crate) async fn spawn_socketio() -> Server {
     }
 }
 
+/// Sockudo from `bench/peers/sockudo` (installed by `bench/peers/install.sh`), set up
+/// through its environment: one app, no rate limits or per-app caps that would refuse
+/// a load test, no queue or metrics listener; the Redis adapter when `redis` is given.
+pub(crate) async fn spawn_sockudo(redis: Option<SocketAddr>) -> Server {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let bin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/sockudo/bin/sockudo");
+    // An empty working directory: Sockudo reads ./config/config.{toml,json} if present.
+    let dir = TempDir::new();
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(&dir.0)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("SOCKUDO_DEFAULT_APP_ID", PUSHER_APP_ID)
+        .env("SOCKUDO_DEFAULT_APP_KEY", PUSHER_KEY)
+        .env("SOCKUDO_DEFAULT_APP_SECRET", SECRET)
+        .env("SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS", "0")
+        .env("SOCKUDO_MAX_CONNECTIONS", "0")
+        .env("SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND", "0")
+        .env("SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB", "1024")
+        .env("SOCKUDO_DEFAULT_APP_MAX_CHANNEL_NAME_LENGTH", "200")
+        .env("SOCKUDO_DEFAULT_APP_MAX_EVENT_NAME_LENGTH", "200")
+        .env("SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE", "100")
+        .env("SOCKUDO_DEFAULT_APP_MAX_EVENT_BATCH_SIZE", "1000")
+        .env("QUEUE_DRIVER", "none")
+        .env("CACHE_DRIVER", "memory")
+        .env("RATE_LIMITER_ENABLED", "false")
+        .env("METRICS_ENABLED", "false")
+        .env("SOCKUDO_OTEL_ENABLED", "false")
+        .env("SSL_ENABLED", "false")
+        .env("DEBUG", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match redis {
+        Some(r) => cmd
+            .env("ADAPTER_DRIVER", "redis")
+            .env("REDIS_URL", format!("redis://{r}"))
+            .env("ADAPTER_FALLBACK_TO_LOCAL", "false"),
+        None => cmd.env("ADAPTER_DRIVER", "local"),
+    };
+    let child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run bench/peers/install.sh sockudo)",
+            bin.display()
+        )
+    });
+    wait_listening(addr).await;
+    Server {
+        child,
+        addr,
+        target: Target::Sockudo,
+        _dir: dir,
+    }
+}
+
 pub(crate) async fn spawn(target: Target, extra: &str) -> Server {
     match target {
         Target::Switchyard => spawn_switchyard(extra).await,
         Target::Ceiling => spawn_ceiling().await,
-        Target::Socketio => spawn_socketio().await,
+        Target::Socketio => spawn_socketio(None).await,
+        Target::Sockudo => spawn_sockudo(None).await,
     }
 }
 

@@ -162,8 +162,12 @@ impl WsClient {
 }
 
 /// The `"ts":<ns>` stamped into a benchmark payload, if present.
+/// Pusher servers deliver the payload as a JSON string, so the key may be escaped.
 pub(crate) fn find_ts(text: &[u8]) -> Option<u64> {
-    let pos = text.windows(5).position(|w| w == b"\"ts\":")? + 5;
+    let pos = match text.windows(5).position(|w| w == b"\"ts\":") {
+        Some(p) => p + 5,
+        None => text.windows(7).position(|w| w == b"\\\"ts\\\":")? + 7,
+    };
     let mut v: u64 = 0;
     let mut any = false;
     for &b in &text[pos..] {
