@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use switchyard::auth::{unix_now, Auth, MintClaims};
 use switchyard::config::Config;
 
+// jemalloc hands freed pages back to the system: after connection churn the node's
+// RSS returns to what its live connections need (glibc's arenas keep a plateau).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "Real-time WebSocket gateway")]
 struct Cli {

@@ -208,8 +208,6 @@ pub(crate) async fn churn(conns: usize, replace: usize, rate: f64, duration: u64
     let half = conns / 2;
     let (stable, _) = open_clients(&server, 0..half, 1, &[], true).await;
     let (mut churners, _) = open_clients(&server, half..conns, 1, &[], true).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_before = server.rss_kib();
     let delivered = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for (_, mut c) in stable {
@@ -227,47 +225,56 @@ pub(crate) async fn churn(conns: usize, replace: usize, rate: f64, duration: u64
     let mut publisher = HttpPublisher::connect(server.addr, API_KEY)
         .await
         .expect("publisher");
-    let start = Instant::now();
-    let until = start + Duration::from_secs(duration);
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut next_pub = Instant::now();
-    let mut next_churn = Instant::now();
     let mut published = 0u64;
     let mut replaced = 0usize;
     let mut next_id = conns;
     let step = (replace / 10).max(1);
-    while Instant::now() < until {
-        if Instant::now() >= next_pub {
-            let body = format!(
-                r#"{{"channel":"public:c0","type":"bench","payload":{{"ts":{}}}}}"#,
-                now_ns()
-            );
-            if publisher.send("/api/publish", &body).await.is_ok()
-                && matches!(publisher.recv().await, Ok(200))
-            {
-                published += 1;
+    // Two phases with the same connections and the same publishing: a warm-up without
+    // churn gives the baseline (queues, buffers and metrics of a node that has been
+    // publishing), then the churn; RSS is read after each, once deliveries drained.
+    let mut rss = [0u64; 2];
+    for (phase, phase_secs) in [(0usize, 5u64), (1, duration)] {
+        let until = Instant::now() + Duration::from_secs(phase_secs);
+        let mut next_pub = Instant::now();
+        let mut next_churn = Instant::now();
+        while Instant::now() < until {
+            if Instant::now() >= next_pub {
+                let body = format!(
+                    r#"{{"channel":"public:c0","type":"bench","payload":{{"ts":{}}}}}"#,
+                    now_ns()
+                );
+                if publisher.send("/api/publish", &body).await.is_ok()
+                    && matches!(publisher.recv().await, Ok(200))
+                {
+                    published += 1;
+                }
+                next_pub += interval;
             }
-            next_pub += interval;
+            if phase == 1 && Instant::now() >= next_churn {
+                // Abrupt closes (no close frame), then as many new connections.
+                let n = step.min(churners.len());
+                churners.drain(..n);
+                let (mut fresh, _) =
+                    open_clients(&server, next_id..next_id + n, 1, &[], true).await;
+                next_id += n;
+                replaced += n;
+                churners.append(&mut fresh);
+                next_churn += Duration::from_millis(100);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if Instant::now() >= next_churn {
-            // Abrupt closes (no close frame), then as many new connections.
-            let n = step.min(churners.len());
-            churners.drain(..n);
-            let (mut fresh, _) = open_clients(&server, next_id..next_id + n, 1, &[], true).await;
-            next_id += n;
-            replaced += n;
-            churners.append(&mut fresh);
-            next_churn += Duration::from_millis(100);
+        let expected = published * half as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The allocator returns freed pages after a decay of about 10 s.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        rss[phase] = server.rss_kib();
     }
+    let [rss_before, rss_after] = rss;
     let expected = published * half as u64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = server.rss_kib();
     for r in readers {
         r.abort();
     }
