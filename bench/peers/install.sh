@@ -11,6 +11,11 @@ if [[ $want == all || $want == socketio ]]; then
   echo "peer installed: socketio"
 fi
 if [[ $want == all || $want == sockudo ]]; then
+  # Its build needs protoc (metrics-exporter-tcp generates code from a .proto).
+  if ! command -v protoc >/dev/null; then
+    sudo_=""; [[ $(id -u) -ne 0 ]] && sudo_=sudo
+    $sudo_ apt-get install -y -qq protobuf-compiler
+  fi
   # Its default features plus the Redis adapter (for the cluster scenario).
   cargo install --locked --root sockudo sockudo --version "${SOCKUDO_VERSION:-5.2.0}" --features redis
   echo "peer installed: sockudo ($(sockudo/bin/sockudo --version 2>/dev/null || echo built))"

@@ -106,6 +106,10 @@ enum Cmd {
         /// switchyard, or a peer on its Redis adapter (socketio, sockudo).
         #[arg(long, value_enum, default_value_t = Target::Switchyard)]
         target: Target,
+        /// Worker threads of each of the 3 nodes (TOKIO_WORKER_THREADS); the default
+        /// is one per core, i.e. 6 threads for 3 nodes on this 2-core machine.
+        #[arg(long)]
+        node_threads: Option<usize>,
         #[arg(long, default_value_t = 1)]
         channels: usize,
         #[command(flatten)]
@@ -131,6 +135,10 @@ enum Cmd {
         conns: usize,
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Rounds (each runs the ceiling and switchyard back to back); the final line
+        /// gives each ratio's median over the rounds and its range.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// (internal) hold a share of the connections for a parent benchmark process.
     Clients {
@@ -221,14 +229,19 @@ fn main() {
             Cmd::Cluster {
                 conns,
                 target,
+                node_threads,
                 channels,
                 load,
             } => {
-                for r in cluster(target, conns, channels, &load).await {
+                for r in cluster(target, node_threads, conns, channels, &load).await {
                     report(&r);
                 }
             }
-            Cmd::Suite { conns, duration } => suite(conns, duration).await,
+            Cmd::Suite {
+                conns,
+                duration,
+                repeat,
+            } => suite(conns, duration, repeat).await,
         }
     });
 }
@@ -434,7 +447,48 @@ fn ratio(a: &Value, b: &Value, key: &str) -> f64 {
     }
 }
 
-async fn suite(conns: usize, duration: u64) {
+/// Runs `repeat` rounds of the suite and prints the median of every ratio, with the
+/// lowest and highest: on a shared 2-core machine one round moves by ±20 %.
+async fn suite(conns: usize, duration: u64, repeat: usize) {
+    let mut rounds = Vec::new();
+    for round in 1..=repeat.max(1) {
+        let r = suite_round(conns, duration).await;
+        println!("{r}");
+        eprintln!("round {round}: {r}");
+        rounds.push(r);
+    }
+    let keys = [
+        "idle_kib_per_conn",
+        "connect_rate_vs_ceiling",
+        "fanout_1ch_msgs_vs_ceiling",
+        "fanout_1000ch_pubs_vs_ceiling",
+        "p99_at_half_rate_vs_ceiling",
+    ];
+    let mut summary = serde_json::Map::new();
+    summary.insert("scenario".into(), json!("suite"));
+    summary.insert("rounds".into(), json!(rounds.len()));
+    for key in keys {
+        let mut v: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            continue;
+        }
+        summary.insert(
+            key.into(),
+            json!({"median": v[v.len() / 2], "min": v[0], "max": v[v.len() - 1]}),
+        );
+    }
+    let missing: u64 = rounds
+        .iter()
+        .map(|r| r["missing"].as_u64().unwrap_or(0))
+        .sum();
+    summary.insert("missing".into(), json!(missing));
+    let summary = Value::Object(summary);
+    println!("{summary}");
+    eprintln!("suite: {summary:#}");
+}
+
+async fn suite_round(conns: usize, duration: u64) -> Value {
     let load = Load {
         payload: 100,
         duration,
@@ -513,6 +567,5 @@ async fn suite(conns: usize, duration: u64) {
             / results[6]["latency_us"]["p99"].as_f64().unwrap_or(1.0).max(1.0),
         "missing": results.iter().map(|r| r["missing"].as_u64().unwrap_or(0)).sum::<u64>(),
     });
-    println!("{ratios}");
-    eprintln!("ratios: {ratios:#}");
+    ratios
 }

@@ -118,6 +118,7 @@ pub(crate) async fn redis_calls(
 
 pub(crate) async fn cluster(
     target: Target,
+    node_threads: Option<usize>,
     conns: usize,
     channels: usize,
     load: &Load,
@@ -145,9 +146,10 @@ pub(crate) async fn cluster(
             Target::Socketio => spawn_socketio(Some(redis_addr)).await,
             Target::Sockudo => spawn_sockudo(Some(redis_addr)).await,
             _ => {
-                let n = spawn_switchyard(&format!(
-                    "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
-                ))
+                let n = spawn_switchyard_threads(
+                    &format!("broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""),
+                    node_threads,
+                )
                 .await;
                 wait_ready(n.addr).await;
                 n
@@ -191,6 +193,7 @@ pub(crate) async fn cluster(
     let publications = three["publications"].as_u64().unwrap_or(0);
     three["scenario"] = json!("cluster");
     three["nodes"] = json!(3);
+    three["node_threads"] = json!(node_threads);
     three["redis_publish_calls"] = json!(after.saturating_sub(before));
     three["redis_publish_calls_per_publication"] =
         json!(after.saturating_sub(before) as f64 / publications.max(1) as f64);

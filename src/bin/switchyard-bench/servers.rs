@@ -88,6 +88,11 @@ pub(crate) async fn wait_listening(addr: SocketAddr) {
 }
 
 pub(crate) async fn spawn_switchyard(extra: &str) -> Server {
+    spawn_switchyard_threads(extra, None).await
+}
+
+/// A node whose runtime has `threads` worker threads (tokio's default: one per core).
+pub(crate) async fn spawn_switchyard_threads(extra: &str, threads: Option<usize>) -> Server {
     let port = free_port();
     let dir = TempDir::new();
     let path = dir.0.join("switchyard.toml");
@@ -95,7 +100,11 @@ pub(crate) async fn spawn_switchyard(extra: &str) -> Server {
         "listen = \"127.0.0.1:{port}\"\nnode_id = \"bench-{port}\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\nlog.level = \"warn\"\nlimits.client_rate = 1000\nlimits.client_burst = 1000\n{extra}\n"
     );
     std::fs::write(&path, config).expect("config");
-    let child = Command::new(sibling("switchyard"))
+    let mut cmd = Command::new(sibling("switchyard"));
+    if let Some(n) = threads {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let child = cmd
         .arg("--config")
         .arg(&path)
         .env_remove("SWITCHYARD_CONFIG")
