@@ -148,8 +148,8 @@ pub enum Delivery {
 
 const SHARDS: usize = 64;
 
-/// The per-thread buffer of references a fan-out hands out is kept up to this size.
-const MAX_KEPT_CLONES: usize = 32 * 1024;
+/// References to a publication's bytes taken at once (32 KiB of `Bytes` per thread).
+const CLONE_CHUNK: usize = 1024;
 
 thread_local! {
     static CLONES: std::cell::RefCell<Vec<bytes::Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -411,10 +411,7 @@ impl Hub {
         let mut overflowed = 0;
         CLONES.with(|cell| {
             let mut clones = cell.borrow_mut();
-            // Every reference is taken before the first push: once subscribers start
-            // dropping theirs on the other cores, each clone would fight them for the
-            // reference count's cache line.
-            clones.extend(std::iter::repeat_n(bytes, entry.subs.len()).cloned());
+            clones.clear();
             for sub in entry.subs.values() {
                 if p.offset.is_some_and(|o| o <= sub.skip_until) {
                     continue;
@@ -424,15 +421,23 @@ impl Hub {
                         continue;
                     }
                 }
-                let Some(b) = clones.pop() else { break };
+                // References are taken a chunk at a time before they are handed out:
+                // once subscribers on the other cores drop theirs, a clone per push
+                // would fight them for the reference count's cache line. A targeted
+                // publication reaches a few connections and takes one at a time.
+                let b = match clones.pop() {
+                    Some(b) => b,
+                    None if p.to.is_some() => bytes.clone(),
+                    None => {
+                        clones.extend(std::iter::repeat_n(bytes, CLONE_CHUNK).cloned());
+                        bytes.clone()
+                    }
+                };
                 if sub.conn.outbox.push_data(b, Some(p.accepted)) == Pushed::Overflowed {
                     overflowed += 1;
                 }
             }
             clones.clear();
-            if clones.capacity() > MAX_KEPT_CLONES {
-                *clones = Vec::new();
-            }
         });
         if overflowed > 0 {
             self.metrics.slow_consumers.increment(overflowed);

@@ -46,6 +46,9 @@ struct State {
     closing: bool,
 }
 
+/// An emptied queue keeps up to this many slots until the connection's ping tick.
+const KEEP_CAPACITY: usize = 64;
+
 pub struct Outbox {
     // A plain mutex: every critical section is a push or a drain of a few pointers,
     // never held across an await, and far cheaper than an async lock per delivery.
@@ -76,11 +79,14 @@ impl Outbox {
         }
         if s.data >= self.cap {
             s.closing = true;
-            s.queue.clear();
+            // Nothing more is ever queued: the full queue's memory goes now (freed
+            // after the lock is released).
+            let dropped = std::mem::take(&mut s.queue);
             s.data = 0;
             s.queue
                 .push_back(Item::Close(CloseCode::SlowConsumer, None));
             drop(s);
+            drop(dropped);
             self.wake();
             return Pushed::Overflowed;
         }
@@ -132,12 +138,19 @@ impl Outbox {
             }
         }
         s.data -= n;
+        let mut released = None;
         if s.queue.is_empty() {
             // Under the lock: a push after this sees an empty queue and sets it again.
-            // The capacity stays: a busy connection would otherwise reallocate its queue
-            // under this lock on every burst. `shrink_if_idle` hands it back later.
             self.pending.store(false, Ordering::Release);
+            // A modest capacity stays, so a busy connection does not reallocate its
+            // queue under this lock on every burst (`shrink_if_idle` hands it back on
+            // the ping tick); a large one, or any once closing, goes at once.
+            if s.closing || s.queue.capacity() > KEEP_CAPACITY {
+                released = Some(std::mem::take(&mut s.queue));
+            }
         }
+        drop(s);
+        drop(released);
         control
     }
 
@@ -155,9 +168,6 @@ impl Outbox {
             .count();
         s.data -= data;
         if s.queue.is_empty() {
-            // Under the lock: a push after this sees an empty queue and sets it again.
-            // The capacity stays: a busy connection would otherwise reallocate its queue
-            // under this lock on every burst. `shrink_if_idle` hands it back later.
             self.pending.store(false, Ordering::Release);
         }
     }
@@ -167,7 +177,9 @@ impl Outbox {
     pub fn shrink_if_idle(&self) {
         let mut s = self.state.lock();
         if s.queue.is_empty() && s.queue.capacity() > 0 {
-            s.queue = VecDeque::new();
+            let released = std::mem::take(&mut s.queue);
+            drop(s);
+            drop(released);
         }
     }
 
@@ -194,6 +206,68 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(o: &Outbox, n: usize) {
+        for i in 0..n {
+            assert_eq!(
+                o.push_data(Bytes::from(i.to_string()), None),
+                Pushed::Queued
+            );
+        }
+    }
+
+    #[test]
+    fn drain_stops_at_a_control_item_and_keeps_order() {
+        let o = Outbox::new(100);
+        data(&o, 2);
+        assert!(o.push_control(Item::Subscribe(
+            ChannelName::parse("public:a").expect("valid")
+        )));
+        data(&o, 1);
+        let mut out = Vec::new();
+        let c = o.drain_data(10, &mut out);
+        assert_eq!(
+            out.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>(),
+            ["0", "1"]
+        );
+        assert!(matches!(c, Some(Item::Subscribe(_))), "{c:?}");
+        out.clear();
+        assert!(o.drain_data(10, &mut out).is_none());
+        assert_eq!(out.len(), 1);
+        assert!(
+            !o.pending.load(Ordering::Acquire),
+            "empty queue still pending"
+        );
+    }
+
+    #[test]
+    fn capacity_is_kept_while_small_and_released_when_large_or_idle() {
+        let o = Outbox::new(1000);
+        let mut out = Vec::new();
+        data(&o, 10);
+        o.drain_data(100, &mut out);
+        assert!(
+            o.state.lock().queue.capacity() >= 10,
+            "small queue released"
+        );
+        o.shrink_if_idle();
+        assert_eq!(o.state.lock().queue.capacity(), 0, "idle queue kept");
+        data(&o, 500);
+        out.clear();
+        o.drain_data(1000, &mut out);
+        assert_eq!(o.state.lock().queue.capacity(), 0, "large queue kept");
+    }
+
+    #[test]
+    fn overflow_releases_the_full_queue() {
+        let o = Outbox::new(200);
+        data(&o, 200);
+        assert_eq!(
+            o.push_data(Bytes::from_static(b"x"), None),
+            Pushed::Overflowed
+        );
+        assert!(o.state.lock().queue.capacity() < 200);
+    }
 
     #[test]
     fn overflow_closes_and_refuses_more() {

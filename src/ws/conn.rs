@@ -37,6 +37,8 @@ fn frame_batch(outbox: &Outbox, buf: &mut Vec<u8>) -> (usize, Option<StdInstant>
     }
     STAGED.with(|cell| {
         let mut staged = cell.borrow_mut();
+        // Empty already, unless a panic interrupted a previous batch on this thread.
+        staged.clear();
         let control = outbox.drain_data(DRAIN_BATCH, &mut staged);
         let n = staged.len();
         // One reservation for the batch: header (at most 10 bytes) plus payload each.
