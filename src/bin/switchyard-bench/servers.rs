@@ -205,7 +205,9 @@ pub(crate) async fn spawn_sockudo(redis: Option<SocketAddr>) -> Server {
         Some(r) => cmd
             .env("ADAPTER_DRIVER", "redis")
             .env("REDIS_URL", format!("redis://{r}"))
-            .env("ADAPTER_FALLBACK_TO_LOCAL", "false"),
+            .env("ADAPTER_FALLBACK_TO_LOCAL", "false")
+            // Its clustered mode refuses a node-local cache.
+            .env("CACHE_DRIVER", "redis"),
         None => cmd.env("ADAPTER_DRIVER", "local"),
     };
     let child = cmd.spawn().unwrap_or_else(|e| {
