@@ -27,6 +27,9 @@ impl WsClient {
         source: Option<IpAddr>,
     ) -> io::Result<WsClient> {
         let socket = TcpSocket::new_v4()?;
+        // Closed with a reset, not a FIN: the generator's closes leave no TIME_WAIT
+        // behind, so a run does not slow the next one's connects (28k ephemeral ports).
+        socket.set_zero_linger()?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
