@@ -263,8 +263,9 @@ fn summary(v: &Value) -> String {
             v["conns"], v["first_delivery_ms"], v["conns"], v["all_channels_delivered_ms"], v["missing"]
         ),
         Some("cluster") => format!(
-            "cluster {} 3 nodes x{}: {:.0} msg/s ({:.2}x one in-memory node), {:.2} redis PUBLISH per publication, missing {}",
-            v["target"], v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0), v["vs_single_node"].as_f64().unwrap_or(0.0),
+            "cluster {} 3 nodes x{}: {:.0} msg/s ({} one in-memory node), {:.2} redis PUBLISH per publication, missing {}",
+            v["target"], v["conns"], v["delivered_per_s"].as_f64().unwrap_or(0.0),
+            v["vs_single_node"].as_f64().map_or("no".to_owned(), |r| format!("{r:.2}x")),
             v["redis_publish_calls_per_publication"].as_f64().unwrap_or(0.0), v["missing"]
         ),
         Some("churn") => format!(
