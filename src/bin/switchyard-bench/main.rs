@@ -76,6 +76,17 @@ struct Common {
 }
 
 impl Common {
+    /// One generator process's worth of options: no extra source addresses.
+    fn new(conns: usize, channels: usize, target: Target) -> Common {
+        Common {
+            conns,
+            channels,
+            target,
+            sources: Vec::new(),
+            procs: None,
+        }
+    }
+
     fn procs(&self) -> usize {
         self.procs.unwrap_or(self.conns.div_ceil(19_000)).max(1)
     }
@@ -500,26 +511,14 @@ async fn suite_round(conns: usize, duration: u64) -> Value {
     };
     let mut results = Vec::new();
     for target in [Target::Ceiling, Target::Switchyard] {
-        let c = Common {
-            conns,
-            channels: 1,
-            target,
-            sources: Vec::new(),
-            procs: None,
-        };
+        let c = Common::new(conns, 1, target);
         let r = idle(&c).await;
         report(&r);
         results.push(r);
     }
     for channels in [1usize, 1000] {
         for target in [Target::Ceiling, Target::Switchyard] {
-            let c = Common {
-                conns,
-                channels,
-                target,
-                sources: Vec::new(),
-                procs: None,
-            };
+            let c = Common::new(conns, channels, target);
             // Many small channels: publishers batch with /api/broadcast (SPEC 6 offers
             // it); the ceiling has no such thing and publishes one by one.
             let (batch, window) = if channels > 1 {
@@ -543,13 +542,7 @@ async fn suite_round(conns: usize, duration: u64) -> Value {
     // Latency at half the switchyard max rate (1 channel), on both.
     let half = results[3]["pubs_per_s"].as_f64().unwrap_or(100.0) / 2.0;
     for target in [Target::Ceiling, Target::Switchyard] {
-        let c = Common {
-            conns,
-            channels: 1,
-            target,
-            sources: Vec::new(),
-            procs: None,
-        };
+        let c = Common::new(conns, 1, target);
         let l = Load {
             rate: Some(half),
             ..load.clone()

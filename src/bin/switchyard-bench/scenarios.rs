@@ -127,19 +127,7 @@ pub(crate) async fn cluster(
     // 19,000 connections one node would exceed its 20,000 open files, so the three
     // nodes run alone.
     let single = if conns <= 19_000 {
-        Some(
-            fanout(
-                &Common {
-                    conns,
-                    channels,
-                    target,
-                    sources: Vec::new(),
-                    procs: None,
-                },
-                load,
-            )
-            .await,
-        )
+        Some(fanout(&Common::new(conns, channels, target), load).await)
     } else {
         None
     };
