@@ -5,7 +5,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { ShopWebSocket } from './shop-websocket.mjs';
-import { startNode, eventually } from './node.mjs';
+import { startNode, eventually } from '../jskit/index.mjs';
 
 globalThis.WebSocket = WebSocket; // Node 20 has no global WebSocket; a browser does.
 
@@ -24,7 +24,7 @@ function record(client, type) {
 
 test('auth by query, subscribe with token, ping, and every server event', async () => {
   const token = node.token('user_789', '--tenant', 'shop1', '--subscribe', 'chat:conv_123');
-  const client = new ShopWebSocket({ url: `${node.ws}/ws`, token, reconnect: false });
+  const client = new ShopWebSocket({ url: node.ws, token, reconnect: false });
   const authOk = record(client, 'auth_success');
   const subscribed = record(client, 'subscribed');
   const pongs = record(client, 'pong');
@@ -82,7 +82,7 @@ test('auth by query, subscribe with token, ping, and every server event', async 
 });
 
 test('auth by message after connect (the seed\'s option 2)', async () => {
-  const client = new ShopWebSocket({ url: `${node.ws}/ws`, reconnect: false });
+  const client = new ShopWebSocket({ url: node.ws, reconnect: false });
   const authOk = record(client, 'auth_success');
   const authErr = record(client, 'auth_error');
   await client.connect();
@@ -95,7 +95,7 @@ test('auth by message after connect (the seed\'s option 2)', async () => {
   await eventually('notification', () => notes.length === 1);
   client.disconnect();
 
-  const bad = new ShopWebSocket({ url: `${node.ws}/ws`, reconnect: false });
+  const bad = new ShopWebSocket({ url: node.ws, reconnect: false });
   const badErr = record(bad, 'auth_error');
   await bad.connect();
   bad.send('auth', { token: 'forged.token.value' });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Switchyard, backoff } from '../src/index.js';
-import { startNode, startRedis, startProxy, eventually, next, freePort } from './helpers.mjs';
+import { startNode, startRedis, startProxy, eventually, next, freePort } from '../../../tests/jskit/index.mjs';
 
 const opts = (extra = {}) => ({ websocket: WebSocket, minReconnectDelay: 50, maxReconnectDelay: 400, timeout: 2000, ...extra });
 
