@@ -1,8 +1,7 @@
 //! SPEC section 6 on one node: every endpoint, the API key, status codes and bodies.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]

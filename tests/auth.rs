@@ -1,9 +1,8 @@
 //! SPEC section 3: token sources, algorithms, claims, renewal and expiry, subscription
 //! tokens, origins, anonymous sessions and resume.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use switchyard::auth::unix_now;

@@ -2,11 +2,10 @@
 //! publishers (exact sequence, no gap, no duplicate), presence with join/leave,
 //! client publish (`from`, ack, volatile, `to`).
 
-mod common;
 
 use std::collections::HashSet;
 
-use common::*;
+use testkit::*;
 use serde_json::{json, Value};
 
 const NS: &str = r#"

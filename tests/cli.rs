@@ -1,12 +1,11 @@
 //! SPEC section 10 through the real binary: config errors name the key, environment
 //! overrides, `switchyard token`, and development mode with no config at all.
 
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 fn run_with_config(text: &str, env: &[(&str, &str)]) -> (i32, String) {

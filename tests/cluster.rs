@@ -3,10 +3,9 @@
 //! node's expiry), services publishing with redis-cli (PUBLISH and FCALL), the
 //! upstream stream, cluster-wide commands and aggregates.
 
-mod common;
 
-use common::redis::RedisServer;
-use common::*;
+use testkit::redis::RedisServer;
+use testkit::*;
 use serde_json::{json, Value};
 use switchyard::config::BrokerKind;
 

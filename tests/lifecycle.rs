@@ -2,11 +2,10 @@
 //! every socket gets `disconnect {shutdown, reconnect: true}` and 1001, spread over
 //! `drain_period`, then exit 0.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 
 async fn drain_on(sig: &str) {
     let node = NodeProcess::start("drain_period = \"1500ms\"", "").await;

@@ -1,12 +1,11 @@
 //! SPEC section 7 and 5.6: every limit and kind of bad input, over real sockets, and
 //! the slow-consumer policy (a stalled reader never holds up a fast one).
 
-mod common;
 
 use std::time::Duration;
 
-use common::raw::{Frame, RawClient};
-use common::*;
+use testkit::raw::{Frame, RawClient};
+use testkit::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,8 @@
 //! SPEC section 9: metric names, series present from the start, labelled series after
 //! their first event, and no unbounded labels (channel names, user ids).
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 async fn scrape(node: &TestNode) -> String {

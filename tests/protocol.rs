@@ -1,9 +1,8 @@
 //! SPEC section 2 over real sockets: envelope, every reserved type, `id` echo on every
 //! direct reply, error codes, and `disconnect` before a server-initiated close.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,10 +2,9 @@
 //! sharded pub/sub across nodes, a channel's keys in one slot, the function loaded on
 //! every master (FCALL from redis-cli), recovery, presence, cluster-wide commands.
 
-mod common;
 
-use common::redis::RedisCluster;
-use common::*;
+use testkit::redis::RedisCluster;
+use testkit::*;
 use serde_json::json;
 use switchyard::config::BrokerKind;
 

@@ -3,11 +3,10 @@
 //! stops delivering (a TCP proxy that freezes open connections). Clients never
 //! reconnect; what history kept reaches them in order; 4012 only when it lost it.
 
-mod common;
 
-use common::proxy::Proxy;
-use common::redis::RedisServer;
-use common::*;
+use testkit::proxy::Proxy;
+use testkit::redis::RedisServer;
+use testkit::*;
 use serde_json::json;
 use switchyard::config::BrokerKind;
 

@@ -2,9 +2,8 @@
 //! `public:inventory` for a token given in the query; the backend publishes inventory
 //! changes through the API; `/api/stats` gives connection statistics.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]

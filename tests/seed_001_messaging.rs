@@ -2,9 +2,8 @@
 //! authorization, join/leave, messages, volatile typing indicators, notifications
 //! and unread counts on `user:`, and online presence.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::json;
 
 fn member(user: &str, conv: &str) -> String {

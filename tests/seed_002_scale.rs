@@ -3,9 +3,8 @@
 //! connection per user, and 10,000 concurrent authenticated connections. The node
 //! runs as its own process (the per-process limit is 20,000 open files).
 
-mod common;
 
-use common::*;
+use testkit::*;
 use futures_util::{stream, StreamExt};
 use serde_json::json;
 

@@ -3,9 +3,8 @@
 //! with history on join; pinned products from the API; WebRTC offer/answer/ICE relayed
 //! with `to`; support chat customer → staff and staff → `session:<id>`.
 
-mod common;
 
-use common::*;
+use testkit::*;
 use serde_json::{json, Value};
 
 async fn anonymous(node: &TestNode) -> (Client, String) {

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 conns="${1:-10000}"
-cargo build --release --quiet
+cargo build --release --workspace --quiet
 ulimit -n 20000
 bench=./target/release/switchyard-bench
 targets=(ceiling switchyard socketio sockudo)

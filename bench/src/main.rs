@@ -23,7 +23,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use switchyard::auth::{unix_now, Auth, MintClaims};
-use switchyard::Config;
 
 use fanout::fanout;
 use scenarios::{churn, cluster, reconnect};
@@ -296,8 +295,7 @@ fn summary(v: &Value) -> String {
 // ---------------------------------------------------------------- clients
 
 fn auth() -> Auth {
-    let c = Config::from_toml(&format!("auth.jwt_secret = \"{SECRET}\"")).expect("config");
-    Auth::from_config(&c).expect("auth")
+    testkit::auth_with_secret(SECRET)
 }
 
 /// Opens `n` connections: on switchyard each authenticates (HS256 token in the

@@ -12,17 +12,14 @@ use crate::fanout::{fanout, fanout_on, now_ns};
 use crate::fleet::{split, Remote};
 use crate::publish::HttpPublisher;
 use crate::servers::*;
+use testkit::redis::RedisServer;
 use crate::wsclient::{find_ts, Frame};
 use crate::{open_clients, ratio, Common, Load, Target, API_KEY};
 // ---------------------------------------------------------------- reconnect
 
 pub(crate) async fn reconnect(conns: usize) -> Value {
-    let redis_port = free_port();
-    let redis_dir = TempDir::new();
-    let start_redis = || start_redis(redis_port, &redis_dir);
-    let mut redis = start_redis();
-    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
-    wait_listening(redis_addr).await;
+    let mut redis = RedisServer::start();
+    let redis_addr: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
     let server = spawn_switchyard(&format!(
         "broker = \"redis\"\nredis.url = \"redis://{redis_addr}\""
     ))
@@ -42,10 +39,7 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
             }
         });
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
-    let mut redis = start_redis();
-    wait_listening(redis_addr).await;
+    redis.restart();
     let accepting = Instant::now();
     let client =
         deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
@@ -86,8 +80,7 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
     }
     let all = accepting.elapsed();
     let got = delivered.load(Ordering::Relaxed) - before;
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.stop();
     json!({
         "scenario": "reconnect",
         "conns": conns,
@@ -131,11 +124,8 @@ pub(crate) async fn cluster(
     } else {
         None
     };
-    let redis_port = free_port();
-    let redis_dir = TempDir::new();
-    let mut redis = start_redis(redis_port, &redis_dir);
-    let redis_addr: SocketAddr = format!("127.0.0.1:{redis_port}").parse().expect("addr");
-    wait_listening(redis_addr).await;
+    let mut redis = RedisServer::start();
+    let redis_addr: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let n = match target {
@@ -198,8 +188,7 @@ pub(crate) async fn cluster(
         None => Value::Null,
     };
     drop(nodes);
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.stop();
     single.into_iter().chain([three]).collect()
 }
 

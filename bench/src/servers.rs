@@ -2,11 +2,10 @@
 //! redis-server as child processes on free loopback ports, stopped on drop; their RSS.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard::auth::unix_now;
+pub(crate) use testkit::{free_port, TempDir};
 
 use crate::publish::HttpPublisher;
 use crate::{Target, API_KEY, PUSHER_APP_ID, PUSHER_KEY, SECRET};
@@ -16,30 +15,6 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) target: Target,
     pub(crate) _dir: TempDir,
-}
-
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "switchyard-bench-{}-{}",
-            std::process::id(),
-            unix_now() ^ rand_u64()
-        ));
-        let _ = std::fs::create_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn rand_u64() -> u64 {
-    rand::random()
 }
 
 impl Drop for Server {
@@ -67,18 +42,6 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub(crate) fn sibling(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("current exe");
-    me.with_file_name(name)
-}
-
 pub(crate) async fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -94,13 +57,13 @@ pub(crate) async fn spawn_switchyard(extra: &str) -> Server {
 /// A node whose runtime has `threads` worker threads (tokio's default: one per core).
 pub(crate) async fn spawn_switchyard_threads(extra: &str, threads: Option<usize>) -> Server {
     let port = free_port();
-    let dir = TempDir::new();
+    let dir = TempDir::new("bench");
     let path = dir.0.join("switchyard.toml");
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\nnode_id = \"bench-{port}\"\nauth.jwt_secret = \"{SECRET}\"\napi.key = \"{API_KEY}\"\nlog.level = \"warn\"\nlimits.client_rate = 1000\nlimits.client_burst = 1000\n{extra}\n"
     );
     std::fs::write(&path, config).expect("config");
-    let mut cmd = Command::new(sibling("switchyard"));
+    let mut cmd = Command::new(testkit::binary());
     if let Some(n) = threads {
         cmd.env("TOKIO_WORKER_THREADS", n.to_string());
     }
@@ -138,7 +101,7 @@ pub(crate) async fn spawn_ceiling() -> Server {
         child,
         addr,
         target: Target::Ceiling,
-        _dir: TempDir::new(),
+        _dir: TempDir::new("bench"),
     }
 }
 
@@ -146,7 +109,7 @@ pub(crate) async fn spawn_socketio(redis: Option<SocketAddr>) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/socketio/server.mjs");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio/server.mjs");
     let mut cmd = Command::new("node");
     cmd.arg(script).arg("--port").arg(port.to_string());
     if let Some(r) = redis {
@@ -162,7 +125,7 @@ pub(crate) async fn spawn_socketio(redis: Option<SocketAddr>) -> Server {
         child,
         addr,
         target: Target::Socketio,
-        _dir: TempDir::new(),
+        _dir: TempDir::new("bench"),
     }
 }
 
@@ -173,9 +136,9 @@ pub(crate) async fn spawn_sockudo(redis: Option<SocketAddr>) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let bin =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/sockudo/bin/sockudo");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/sockudo/bin/sockudo");
     // An empty working directory: Sockudo reads ./config/config.{toml,json} if present.
-    let dir = TempDir::new();
+    let dir = TempDir::new("bench");
     let mut cmd = Command::new(&bin);
     cmd.current_dir(&dir.0)
         .env("HOST", "127.0.0.1")
@@ -232,25 +195,6 @@ pub(crate) async fn spawn(target: Target, extra: &str) -> Server {
         Target::Socketio => spawn_socketio(None).await,
         Target::Sockudo => spawn_sockudo(None).await,
     }
-}
-
-pub(crate) fn start_redis(port: u16, dir: &TempDir) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir.0)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server")
 }
 
 pub(crate) async fn wait_ready(addr: SocketAddr) {

@@ -1,7 +1,8 @@
-//! Shared test helpers: a node on port 0 (in process or as the real binary), real
-//! WebSocket clients (tokio-tungstenite, plus a raw one for malformed frames), token
-//! minting, and waits that poll with a deadline instead of sleeping.
-#![allow(dead_code, unreachable_pub)]
+//! The shared test kit of `tests/` and the benchmark: a node on port 0 (in process or
+//! as the real binary), real redis-server, Redis Cluster and nginx processes stopped by
+//! PID, real WebSocket clients (tokio-tungstenite, plus a raw one for malformed frames),
+//! token minting, temp dirs and free ports, and waits that poll with a deadline
+//! instead of sleeping.
 
 pub mod nginx;
 pub mod proxy;
@@ -206,7 +207,12 @@ pub async fn api_get(node: &TestNode, path: &str) -> (u16, Value) {
 }
 
 fn auth() -> Auth {
-    let c = Config::from_toml(&config_toml("")).expect("config");
+    auth_with_secret(SECRET)
+}
+
+/// The token minter of a node configured with `secret` (the benchmark has its own).
+pub fn auth_with_secret(secret: &str) -> Auth {
+    let c = Config::from_toml(&format!("auth.jwt_secret = \"{secret}\"")).expect("config");
     Auth::from_config(&c).expect("auth")
 }
 
@@ -430,9 +436,24 @@ impl Client {
     }
 }
 
-/// The `switchyard` binary built by cargo for integration tests.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_switchyard")
+/// The `switchyard` binary: `SWITCHYARD_BIN`, else the one cargo built beside the
+/// running executable (`target/<profile>/` for the benchmark, its parent for tests in
+/// `target/<profile>/deps/`).
+pub fn binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    [dir.join("switchyard"), dir.join("../switchyard")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no switchyard binary beside {}: run `cargo build --bins` or set SWITCHYARD_BIN",
+                exe.display()
+            )
+        })
 }
 
 /// The real binary as a child process with a config file; stopped by PID on drop.

@@ -17,7 +17,7 @@ pub struct Nginx {
 /// The shipped config with its upstream servers and listen ports replaced.
 pub fn render(upstreams: &[SocketAddr], public: u16, internal: u16) -> String {
     let shipped = std::fs::read_to_string(format!(
-        "{}/nginx/switchyard.conf",
+        "{}/../nginx/switchyard.conf",
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("nginx/switchyard.conf");
