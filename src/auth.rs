@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::channel::Identity;
 use crate::config::{Config, ConfigError};
+#[cfg(test)]
+use crate::ids::new_session_id;
+use crate::ids::random_hex;
 
 const LEEWAY_SECS: u64 = 30;
 const RESUME_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -322,19 +325,6 @@ impl Auth {
             && session.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| session.to_owned())
     }
-}
-
-/// `n` random bytes as lowercase hex (session ids, generated secrets).
-pub fn random_hex(n: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; n];
-    rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A fresh 128-bit anonymous session id.
-pub fn new_session_id() -> String {
-    random_hex(16)
 }
 
 #[cfg(test)]

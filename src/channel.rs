@@ -441,8 +441,10 @@ mod tests {
 
     #[test]
     fn bad_rule_names_key() {
-        let e = Config::from_toml("auth.jwt_secret='s'\n[namespaces.x]\nsubscribe = 'everyone'\n")
-            .expect_err("bad rule");
+        let cfg =
+            Config::from_toml("auth.jwt_secret='s'\n[namespaces.x]\nsubscribe = 'everyone'\n")
+                .expect("the config file itself is well-formed");
+        let e = Namespaces::from_config(&cfg).expect_err("bad rule");
         assert!(e.to_string().contains("namespaces.x.subscribe"), "{e}");
     }
 }

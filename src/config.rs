@@ -351,6 +351,18 @@ const STRING_KEYS: &[&str] = &[
     "resume_secret",
 ];
 
+/// Environment variables that give a node its secrets: with any of them (and no
+/// config file) the node is a production node, never in development mode.
+const SECRET_VARS: &[&str] = &[
+    "SWITCHYARD_AUTH__JWT_SECRET",
+    "SWITCHYARD_AUTH__JWT_PUBLIC_KEY_FILE",
+    "SWITCHYARD_API__KEY",
+];
+
+fn secrets_in_env(vars: &[(String, String)]) -> bool {
+    vars.iter().any(|(k, _)| SECRET_VARS.contains(&k.as_str()))
+}
+
 /// Applies `SWITCHYARD_<KEY>` / `SWITCHYARD_<SECTION>__<KEY>` overrides onto a TOML
 /// table; returns the names of variables that match no key (logged as warnings).
 pub fn apply_env_overrides(
@@ -423,6 +435,7 @@ impl Config {
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Config, Vec<String>), ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -436,17 +449,17 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let dev_mode = path.is_none() && !secrets_in_env(&vars);
         let unknown = apply_env_overrides(&mut table, vars);
-        let dev_mode = path.is_none();
         if dev_mode {
-            // Development mode: generated secrets unless the environment gave some.
+            // Development mode: generated secrets, known only to this process.
             let fill = |table: &mut toml::Table, section: &str, key: &str| {
                 let t = table
                     .entry(section.to_owned())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 if let toml::Value::Table(t) = t {
                     t.entry(key.to_owned())
-                        .or_insert_with(|| toml::Value::String(crate::auth::random_hex(24)));
+                        .or_insert_with(|| toml::Value::String(crate::ids::random_hex(24)));
                 }
             };
             fill(&mut table, "auth", "jwt_secret");
@@ -490,7 +503,17 @@ impl Config {
     }
 
     fn validate(&self, dev_mode: bool) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+        let addr = self.listen_addr()?;
+        if dev_mode && !addr.ip().is_loopback() {
+            // Development mode serves /demo, which mints tokens for anyone who asks.
+            return Err(key_err(
+                "listen",
+                format!(
+                    "development mode (no config file, no secret in the environment) only \
+                     listens on loopback, not {addr}; give a config file (--config) to listen publicly"
+                ),
+            ));
+        }
         if self.node_id.trim().is_empty() {
             return Err(key_err("node_id", "must not be empty"));
         }
@@ -534,7 +557,6 @@ impl Config {
                 "set auth.jwt_secret or auth.jwt_public_key_file (or auth.allow_anonymous = true)",
             ));
         }
-        crate::channel::Namespaces::from_config(self)?;
         for (i, r) in self.routes.iter().enumerate() {
             if !r.path.starts_with('/') || r.path.contains(['{', '}', '*', '?']) {
                 return Err(key_err(

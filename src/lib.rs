@@ -11,6 +11,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod hub;
+pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod node;
@@ -23,6 +24,14 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use node::Node;
+
+/// Checks what only the node's parts can judge (namespace rules, routes, key files),
+/// naming the bad key, so a node refuses to start before it binds its port.
+pub fn check(config: &Config) -> Result<(), config::ConfigError> {
+    channel::Namespaces::from_config(config)?;
+    auth::Auth::from_config(config)?;
+    Ok(())
+}
 
 /// Builds a node from `config` and serves on `listener` until `shutdown` resolves.
 pub async fn run(

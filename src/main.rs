@@ -56,6 +56,9 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(e),
     };
+    if let Err(e) = switchyard::check(&config) {
+        fail(e)
+    }
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Token {
             sub,

@@ -18,7 +18,7 @@ use crate::broker::{
 };
 use crate::channel::{ChannelName, Namespace, Namespaces};
 use crate::config::{BrokerKind, Config, ConfigError};
-use crate::hub::{conn_id_string, ConnHandle, Control, Delivery, Hub};
+use crate::hub::{ConnHandle, Control, Delivery, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{encode, ClientInfo, Publication, Since};
 
@@ -46,7 +46,7 @@ impl Sink for Hub {
         self.user_conns(user)
             .iter()
             .filter(|c| !c.outbox.is_closing())
-            .map(|c| conn_id_string(c.id))
+            .map(|c| c.id.to_string())
             .collect()
     }
 }
@@ -281,7 +281,7 @@ impl Node {
         let client = conn.who().client_info();
         if ns.presence {
             let entry = PresenceEntry {
-                conn_id: conn_id_string(conn.id),
+                conn_id: conn.id.to_string(),
                 client: client.clone(),
             };
             if let Err(e) = self.broker.presence_add(ch, entry).await {
@@ -296,11 +296,7 @@ impl Node {
     /// Removes presence and announces `leave`.
     pub async fn left(&self, conn: &ConnHandle, ch: &ChannelName, ns: &Namespace) {
         if ns.presence {
-            if let Err(e) = self
-                .broker
-                .presence_remove(ch, &conn_id_string(conn.id))
-                .await
-            {
+            if let Err(e) = self.broker.presence_remove(ch, &conn.id.to_string()).await {
                 tracing::warn!(channel = %ch, error = %e, "presence remove failed");
             }
         }

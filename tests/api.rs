@@ -1,8 +1,7 @@
 //! SPEC section 6 on one node: every endpoint, the API key, status codes and bodies.
 
-
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_key_is_required_in_either_header() {

@@ -1,11 +1,10 @@
 //! SPEC section 3: token sources, algorithms, claims, renewal and expiry, subscription
 //! tokens, origins, anonymous sessions and resume.
 
-
-use testkit::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use switchyard::auth::unix_now;
+use testkit::*;
 
 fn key_path(name: &str) -> String {
     format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -2,11 +2,10 @@
 //! publishers (exact sequence, no gap, no duplicate), presence with join/leave,
 //! client publish (`from`, ack, volatile, `to`).
 
-
 use std::collections::HashSet;
 
-use testkit::*;
 use serde_json::{json, Value};
+use testkit::*;
 
 const NS: &str = r#"
 [namespaces.feed]

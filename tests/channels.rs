@@ -1,9 +1,8 @@
 //! SPEC section 4 over real sockets: every rule, lists of rules, the built-in
 //! namespaces, config overrides, and `[[routes]]` auto-subscriptions.
 
-
-use testkit::*;
 use serde_json::{json, Value};
+use testkit::*;
 
 async fn try_sub(c: &mut Client, channel: &str) -> Value {
     c.request(

@@ -1,12 +1,11 @@
 //! SPEC section 10 through the real binary: config errors name the key, environment
 //! overrides, `switchyard token`, and development mode with no config at all.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 fn run_with_config(text: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = TempDir::new("cli");
@@ -178,6 +177,101 @@ async fn development_mode_prints_a_working_token_and_curl() {
         !stderr.contains(&token) && !stderr.contains(&key),
         "secrets never logged"
     );
+}
+
+/// SPEC 10: a node configured by environment alone (docker-compose's case before this
+/// fix) is a production node: no /demo, no token minting over HTTP, nothing secret
+/// printed. On the old code it ran in development mode and `/demo/session?user=admin`
+/// answered the API key and a token for any user.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_configured_by_environment_alone_is_a_production_node() {
+    let port = free_port();
+    let mut child = Command::new(binary())
+        .env_remove("SWITCHYARD_CONFIG")
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_AUTH__JWT_SECRET", "env-only-secret")
+        .env("SWITCHYARD_API__KEY", "env-only-key")
+        .env("SWITCHYARD_LOG__LEVEL", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the env-only node to answer /health", || {
+        let url = format!("{base}/health");
+        async move {
+            http_client()
+                .get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        }
+    })
+    .await;
+    for path in ["/demo", "/demo/session?user=admin", "/demo/sdk/index.js"] {
+        let r = http_client()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 404, "{path} exists only in development mode");
+    }
+    // The secrets it was given work, so it is that node and not a dev one.
+    let r = http_client()
+        .get(format!("{base}/api/stats"))
+        .header("X-API-Key", "env-only-key")
+        .send()
+        .await
+        .expect("stats");
+    assert_eq!(r.status(), 200);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("token=") && !stdout.contains("X-API-Key"),
+        "no banner: {stdout}"
+    );
+    for secret in ["env-only-secret", "env-only-key"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed"
+        );
+    }
+}
+
+/// SPEC 10: development mode (no config, no secret) refuses a non-loopback `listen`.
+#[test]
+fn development_mode_refuses_a_public_listen_address() {
+    let port = free_port();
+    let mut child = Command::new(binary())
+        .env_remove("SWITCHYARD_CONFIG")
+        .env("SWITCHYARD_LISTEN", format!("0.0.0.0:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a development node listening on 0.0.0.0 kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a public dev node must not start"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen") && stderr.contains("development mode"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed: no token, no key");
 }
 
 #[tokio::test(flavor = "multi_thread")]

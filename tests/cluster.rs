@@ -3,11 +3,10 @@
 //! node's expiry), services publishing with redis-cli (PUBLISH and FCALL), the
 //! upstream stream, cluster-wide commands and aggregates.
 
-
-use testkit::redis::RedisServer;
-use testkit::*;
 use serde_json::{json, Value};
 use switchyard::config::BrokerKind;
+use testkit::redis::RedisServer;
+use testkit::*;
 
 async fn node_on(redis: &RedisServer, id: &str, extra: &str) -> TestNode {
     let text = format!("{}\n{extra}", config_toml(""));

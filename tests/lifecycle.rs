@@ -2,7 +2,6 @@
 //! every socket gets `disconnect {shutdown, reconnect: true}` and 1001, spread over
 //! `drain_period`, then exit 0.
 
-
 use std::time::{Duration, Instant};
 
 use testkit::*;

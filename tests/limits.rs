@@ -1,12 +1,11 @@
 //! SPEC section 7 and 5.6: every limit and kind of bad input, over real sockets, and
 //! the slow-consumer policy (a stalled reader never holds up a fast one).
 
-
 use std::time::Duration;
 
+use serde_json::json;
 use testkit::raw::{Frame, RawClient};
 use testkit::*;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversize_frame_closes_1009_after_disconnect() {

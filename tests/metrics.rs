@@ -1,9 +1,8 @@
 //! SPEC section 9: metric names, series present from the start, labelled series after
 //! their first event, and no unbounded labels (channel names, user ids).
 
-
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 async fn scrape(node: &TestNode) -> String {
     let r = http_client()

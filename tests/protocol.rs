@@ -1,9 +1,8 @@
 //! SPEC section 2 over real sockets: envelope, every reserved type, `id` echo on every
 //! direct reply, error codes, and `disconnect` before a server-initiated close.
 
-
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn envelope_and_id_echo_on_every_reply() {

@@ -2,11 +2,10 @@
 //! sharded pub/sub across nodes, a channel's keys in one slot, the function loaded on
 //! every master (FCALL from redis-cli), recovery, presence, cluster-wide commands.
 
-
-use testkit::redis::RedisCluster;
-use testkit::*;
 use serde_json::json;
 use switchyard::config::BrokerKind;
+use testkit::redis::RedisCluster;
+use testkit::*;
 
 async fn node_on(cluster: &RedisCluster, id: &str) -> TestNode {
     let mut c = switchyard::Config::from_toml(&config_toml("")).expect("config");

@@ -3,12 +3,11 @@
 //! stops delivering (a TCP proxy that freezes open connections). Clients never
 //! reconnect; what history kept reaches them in order; 4012 only when it lost it.
 
-
+use serde_json::json;
+use switchyard::config::BrokerKind;
 use testkit::proxy::Proxy;
 use testkit::redis::RedisServer;
 use testkit::*;
-use serde_json::json;
-use switchyard::config::BrokerKind;
 
 async fn node_via(url: String, id: &str, extra: &str) -> TestNode {
     let text = format!("{}\n{extra}", config_toml(""));

@@ -2,9 +2,8 @@
 //! `public:inventory` for a token given in the query; the backend publishes inventory
 //! changes through the API; `/api/stats` gives connection statistics.
 
-
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inventory_route_feed_and_stats() {

@@ -2,9 +2,8 @@
 //! authorization, join/leave, messages, volatile typing indicators, notifications
 //! and unread counts on `user:`, and online presence.
 
-
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 fn member(user: &str, conv: &str) -> String {
     // The backend grants the room with a subscription token (authorization on join).

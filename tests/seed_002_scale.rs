@@ -3,10 +3,9 @@
 //! connection per user, and 10,000 concurrent authenticated connections. The node
 //! runs as its own process (the per-process limit is 20,000 open files).
 
-
-use testkit::*;
 use futures_util::{stream, StreamExt};
 use serde_json::json;
+use testkit::*;
 
 const N: usize = 10_000;
 

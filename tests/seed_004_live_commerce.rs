@@ -3,9 +3,8 @@
 //! with history on join; pinned products from the API; WebRTC offer/answer/ICE relayed
 //! with `to`; support chat customer → staff and staff → `session:<id>`.
 
-
-use testkit::*;
 use serde_json::{json, Value};
+use testkit::*;
 
 async fn anonymous(node: &TestNode) -> (Client, String) {
     let mut c = Client::connect(&node.ws_url("/ws")).await;

@@ -3,11 +3,10 @@
 //! through nginx; publishers use the internal API and redis-cli; a node is SIGKILLed
 //! and its clients come back through nginx on another node and recover.
 
-
+use serde_json::json;
 use testkit::nginx::Nginx;
 use testkit::redis::RedisServer;
 use testkit::*;
-use serde_json::json;
 
 async fn three_nodes(redis: &RedisServer) -> Vec<NodeProcess> {
     let mut nodes = Vec::new();

@@ -13,8 +13,8 @@ use super::{
     Broker, BrokerError, Control, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published,
     Sink,
 };
-use crate::auth::random_hex;
 use crate::channel::ChannelName;
+use crate::ids::random_hex;
 use crate::protocol::Publication;
 
 struct History {

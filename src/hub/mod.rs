@@ -15,21 +15,9 @@ use serde_json::value::RawValue;
 pub use outbox::{Item, Outbox, Pushed};
 
 use crate::channel::ChannelName;
+pub use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::protocol::{ClientInfo, CloseCode, Publication};
-
-pub type ConnId = u64;
-
-/// Formats a connection id the way clients and the API see it.
-pub fn conn_id_string(id: ConnId) -> String {
-    format!("{id:016x}")
-}
-
-pub fn parse_conn_id(s: &str) -> Option<ConnId> {
-    (s.len() == 16)
-        .then(|| u64::from_str_radix(s, 16).ok())
-        .flatten()
-}
 
 /// Who a connection currently is; changes when an anonymous session authenticates.
 #[derive(Debug, Clone, Default)]
@@ -201,7 +189,7 @@ impl Hub {
     }
 
     pub fn next_conn_id(&self) -> ConnId {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        ConnId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     pub fn register(&self, conn: Arc<ConnHandle>) {
@@ -486,7 +474,7 @@ impl Hub {
                 let targets = match (user_id, session_id, conn_id) {
                     (Some(u), _, _) => self.user_conns(u),
                     (_, Some(s), _) => self.session_conns(s),
-                    (_, _, Some(c)) => parse_conn_id(c)
+                    (_, _, Some(c)) => ConnId::parse(c)
                         .and_then(|id| self.get(id))
                         .into_iter()
                         .collect(),

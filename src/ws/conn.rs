@@ -413,7 +413,7 @@ impl Conn {
                 Some(Item::Unsubscribe(ch)) => Box::pin(self.server_unsubscribe(ch)).await,
                 Some(Item::Close(code, reason)) => {
                     if code == CloseCode::SlowConsumer {
-                        tracing::debug!(conn = self.handle.id, "slow consumer");
+                        tracing::debug!(conn = %self.handle.id, "slow consumer");
                     }
                     self.begin_close(code, reason);
                     return Ok(());
@@ -544,7 +544,7 @@ impl Conn {
         let code = match ended {
             Ended::Closed(c) | Ended::ClientClosed(c) => c,
             Ended::Dropped(why) => {
-                tracing::debug!(conn = self.handle.id, why, "connection dropped");
+                tracing::debug!(conn = %self.handle.id, why, "connection dropped");
                 1006
             }
         };

@@ -5,7 +5,6 @@
 use super::conn::Conn;
 use super::session::broker_code;
 use crate::channel::{ChannelName, Namespace, Rule};
-use crate::hub::conn_id_string;
 use crate::metrics::PUBLICATIONS;
 use crate::node::publications_json;
 use crate::protocol::{encode, ClientInfo, ErrorCode, Publication, ServerMessage, Since};
@@ -275,7 +274,7 @@ impl Conn {
                     if let Err(e) = self
                         .node
                         .broker
-                        .forward(&copy, &conn_id_string(self.handle.id))
+                        .forward(&copy, &self.handle.id.to_string())
                         .await
                     {
                         tracing::warn!(error = %e, "upstream append failed");
@@ -329,7 +328,7 @@ impl Conn {
     /// The connection is gone: leave every channel (presence, leave events, interest).
     pub(super) async fn session_end(&mut self) {
         if let Some(user) = self.session.counted_user.take() {
-            let me = conn_id_string(self.handle.id);
+            let me = self.handle.id.to_string();
             self.node.broker.user_disconnected(&user, &me).await;
         }
         let subs = std::mem::take(&mut self.session.subs);

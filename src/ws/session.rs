@@ -11,11 +11,12 @@ use serde::Serialize;
 use super::conn::Conn;
 use super::rate::{RateLimiter, Verdict};
 use super::Setup;
-use crate::auth::{new_session_id, unix_now, AuthError, ConnClaims};
+use crate::auth::{unix_now, AuthError, ConnClaims};
 use crate::broker::BrokerError;
 use crate::channel::{ChannelName, Identity};
 use crate::config::PerUserPolicy;
-use crate::hub::{conn_id_string, Control, Who};
+use crate::hub::{Control, Who};
+use crate::ids::new_session_id;
 use crate::metrics::{AUTH_FAILURES, MESSAGES_IN};
 use crate::node::Node;
 use crate::protocol::{
@@ -197,7 +198,7 @@ impl Conn {
         let body = AuthSuccess {
             user_id: ident.user_id.as_deref(),
             session_id: ident.session_id.as_deref(),
-            conn_id: conn_id_string(self.handle.id),
+            conn_id: self.handle.id.to_string(),
             node: self.node.node_id(),
             channels: all,
             anonymous,
@@ -275,7 +276,7 @@ impl Conn {
         if max == 0 {
             return true;
         }
-        let me = conn_id_string(self.handle.id);
+        let me = self.handle.id.to_string();
         let conns = match self.node.broker.user_connected(user, &me).await {
             Ok(c) => c,
             Err(e) => {

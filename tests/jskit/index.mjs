@@ -257,3 +257,30 @@ export async function startProxy(upstreamPort) {
     },
   };
 }
+
+/**
+ * Wraps a WebSocket class (the `ws` package's in Node) so a test sees what crosses
+ * the wire, as the SDK's `websocket` option: every connection in `connections`
+ * (`{url, sent, received}`, frames parsed from JSON), and `urls` as given to the
+ * constructor, whether or not it threw.
+ */
+export function recordingWebSocket(Base) {
+  const log = { urls: [], connections: [] };
+  class Recording extends Base {
+    #conn;
+    constructor(url, ...rest) {
+      log.urls.push(String(url));
+      super(url, ...rest);
+      this.#conn = { url: String(url), sent: [], received: [] };
+      log.connections.push(this.#conn);
+      // Registered before the SDK's own handler, so it records a frame first.
+      this.addEventListener('message', (ev) => this.#conn.received.push(JSON.parse(String(ev.data))));
+    }
+    send(data, ...rest) {
+      this.#conn.sent.push(JSON.parse(String(data)));
+      return super.send(data, ...rest);
+    }
+  }
+  log.WebSocket = Recording;
+  return log;
+}

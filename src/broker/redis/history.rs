@@ -31,7 +31,7 @@ pub(crate) async fn read_history(
         } else {
             limit.unwrap_or(0)
         })
-        .arg(crate::auth::random_hex(8))
+        .arg(crate::ids::random_hex(8))
         .arg(meta_ttl)
         .query_async(conn)
         .await

@@ -148,7 +148,7 @@ impl RedisBroker {
             // Own entries are checked against the hub: one whose removal failed (Redis
             // down at the time) or that predates a restart is not a connection.
             let alive = if node == self.node_id {
-                crate::hub::parse_conn_id(id)
+                crate::ids::ConnId::parse(id)
                     .and_then(|c| self.hub.get(c))
                     .is_some()
             } else {
