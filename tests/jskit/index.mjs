@@ -68,6 +68,30 @@ async function ok(url) {
   }
 }
 
+/** PIDs of the processes started here and not stopped yet. */
+const running = new Set();
+// A test process that dies before its `after` hooks ran leaves no node behind.
+process.on('exit', () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** SIGKILL by PID, once. */
+function killPid(pid) {
+  if (pid === null || pid === undefined) return;
+  running.delete(pid);
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 /** The environment for a child binary: ours, without the variables meant for us. */
 function childEnv(extra = {}) {
   const env = { ...process.env, ...extra };
@@ -83,12 +107,12 @@ function childEnv(extra = {}) {
  * `auth.jwt_secret` and `api.key`. With `{ dev: true }` there is no config file at
  * all (development mode, which serves `/demo`): the same settings go through
  * `SWITCHYARD_*` environment variables, and `toml` must be empty. `env` adds
- * variables (e.g. `SWITCHYARD_BROKER`). `stdio` is the child's stderr: 'inherit'
+ * variables (e.g. `SWITCHYARD_BROKER`). `stderr` is the child's stderr: 'inherit'
  * (default) or 'ignore'.
  *
  * The node: `{port, base, ws, pid, start(), kill(), stop(), token(sub, ...args),
- * api(path, body), publish(channel, type, payload)}`. `kill()` then `start()`
- * restarts it on the same port with the same secrets.
+ * api(path, body), publish(channel, type, payload)}` (`token` only with a config).
+ * `kill()` then `start()` restarts it on the same port with the same secrets.
  */
 export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js-node', stderr = 'inherit' } = {}) {
   if (dev && toml) throw new Error('startNode: a development-mode node takes no config');
@@ -125,15 +149,17 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
     async start() {
       const child = spawn(BIN, args, { env: vars, stdio: ['ignore', 'ignore', stderr] });
       this.pid = child.pid;
+      running.add(child.pid);
       let gone = null;
       child.on('error', (err) => {
         gone = `cannot start ${BIN}: ${err.message}`;
       });
       child.on('exit', (code, signal) => {
+        running.delete(child.pid);
         gone ??= `${BIN} exited (${signal ?? code})`;
       });
       const up = async (path) => {
-        if (gone && this.pid === child.pid) throw new Error(gone);
+        if (gone) throw new Error(gone);
         return ok(`${base}${path}`);
       };
       await eventually('node /health', () => up('/health'));
@@ -141,21 +167,20 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
     },
     /** SIGKILL by PID: the node dies at once, as in a crash. */
     kill() {
-      if (this.pid === null) return;
-      try {
-        process.kill(this.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killPid(this.pid);
       this.pid = null;
     },
     stop() {
       this.kill();
       rmSync(dir, { recursive: true, force: true });
     },
-    /** A JWT from `switchyard token --sub <sub> ...args` with this node's secret. */
+    /**
+     * A JWT from `switchyard token --sub <sub> ...args` with this node's secret (the
+     * command needs a config file: not for a development-mode node).
+     */
     token(sub, ...rest) {
-      const cmd = ['token', '--sub', sub, ...rest, ...args];
+      if (dev) throw new Error('startNode: token() needs a node with a config (dev: false)');
+      const cmd = ['token', '--sub', sub, ...rest, '--config', config];
       return execFileSync(BIN, cmd, { env: vars, stdio: ['ignore', 'pipe', 'inherit'] }).toString().trim();
     },
     /** POSTs `body` to an `/api/*` path with the API key; throws on a non-2xx status. */
@@ -185,6 +210,8 @@ export async function startRedis() {
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
     { stdio: 'ignore' },
   );
+  running.add(child.pid);
+  child.on('exit', () => running.delete(child.pid));
   const cli = (...args) =>
     execFileSync('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
   await eventually('redis-server', () => {
@@ -200,11 +227,7 @@ export async function startRedis() {
     pid: child.pid,
     cli,
     stop() {
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killPid(child.pid);
       rmSync(dir, { recursive: true, force: true });
     },
   };

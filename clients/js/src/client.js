@@ -1,16 +1,14 @@
 // The connection: one WebSocket at a time, a state machine (disconnected →
-// connecting → connected), reconnects with full-jitter backoff, keepalive, requests
-// keyed by id, and the subscriptions it resubscribes after every reconnect.
+// connecting → connected) whose only door is #setState, authentication in an `auth`
+// frame right after the socket opens (never in the URL), reconnects with the one
+// backoff function, keepalive, requests keyed by id, and the subscriptions it drives
+// through their own state machines.
 
 import { Emitter } from './emitter.js';
 import { backoff } from './backoff.js';
 import { SwitchyardError } from './errors.js';
+import { isReserved } from './protocol.js';
 import { Subscription } from './subscription.js';
-
-const SERVER_TYPES = new Set([
-  'auth_success', 'auth_error', 'subscribed', 'unsubscribed', 'pong', 'presence', 'history',
-  'ack', 'error', 'join', 'leave', 'disconnect',
-]);
 
 const DEFAULTS = {
   minReconnectDelay: 500,
@@ -21,26 +19,38 @@ const DEFAULTS = {
   stableAfter: 5000,
 };
 
+const describe = (err) => (err instanceof Error ? err.message : String(err));
+
 export class Switchyard {
   #emitter = new Emitter();
+  /** @type {'disconnected' | 'connecting' | 'connected'} */
+  #state = 'disconnected';
   #ws = null;
+  /** Whether the application wants a connection (connect() until disconnect()). */
   #want = false;
+  /** Counts connect attempts; a pending getToken of an older one is ignored. */
+  #dial = 0;
   #attempt = 0;
   #seq = 0;
   #requests = new Map();
   #subs = new Map();
   #resume = null;
+  /** The id of the `auth` frame this socket presents (null: none), until its reply. */
+  #authId = null;
   #lastDisconnect = null;
   #lastReceived = 0;
-  #timers = { reconnect: null, stable: null, keepalive: null };
+  #timers = { reconnect: null, stable: null, keepalive: null, auth: null };
 
   constructor(url, options = {}) {
     this.url = url;
     this.options = { ...DEFAULTS, ...options };
-    /** @type {'disconnected' | 'connecting' | 'connected'} */
-    this.state = 'disconnected';
     /** The last `auth_success` payload. */
     this.session = null;
+  }
+
+  /** 'disconnected' | 'connecting' | 'connected'; changes only through #setState. */
+  get state() {
+    return this.#state;
   }
 
   on(event, listener) {
@@ -49,11 +59,12 @@ export class Switchyard {
 
   connect() {
     this.#want = true;
-    if (this.state === 'disconnected' && !this.#timers.reconnect) this.#open();
+    if (this.#state === 'disconnected' && !this.#timers.reconnect) this.#open();
   }
 
   disconnect() {
     this.#want = false;
+    this.#dial += 1;
     clearTimeout(this.#timers.reconnect);
     this.#timers.reconnect = null;
     const ws = this.#ws;
@@ -68,7 +79,7 @@ export class Switchyard {
     for (const [id, r] of this.#requests) {
       this.#requests.delete(id);
       clearTimeout(r.timer);
-      r.reject(new SwitchyardError('disconnected', 'client disconnected'));
+      r.done(new SwitchyardError('disconnected', 'client disconnected'));
     }
     this.#setState('disconnected');
   }
@@ -82,29 +93,55 @@ export class Switchyard {
     }
     sub = new Subscription(this, channel, options);
     this.#subs.set(channel, sub);
-    sub.state = 'subscribing';
-    if (this.state === 'connected') sub._subscribe();
+    sub._moveToSubscribing();
+    if (this.#state === 'connected') sub._subscribe();
     return sub;
   }
 
-  /** @internal */
+  /** @internal a subscription that ended is no longer this channel's. */
   _forget(sub) {
     if (this.#subs.get(sub.channel) === sub) this.#subs.delete(sub.channel);
   }
 
-  /** @internal sends a request; settles with the reply carrying its id. */
+  /**
+   * @internal sends a request; `done(err, reply)` is called synchronously when the
+   * reply of its id arrives (so what follows the reply on the wire is handled after
+   * it), or with a `timeout` / `disconnected` error. Returns the id.
+   */
+  _call(frame, done) {
+    const id = String(++this.#seq);
+    const entry = { frame: { ...frame, id }, done, sent: false, timer: null };
+    entry.timer = setTimeout(() => {
+      this.#requests.delete(id);
+      done(new SwitchyardError('timeout', `no reply to ${frame.type} within ${this.options.timeout} ms`));
+    }, this.options.timeout);
+    this.#requests.set(id, entry);
+    // Requests made while disconnected wait for the connection (up to the timeout).
+    if (this.#state === 'connected') this.#send(entry);
+    return id;
+  }
+
+  /** @internal forgets a request whose answer no longer matters. */
+  _cancel(id) {
+    const entry = this.#requests.get(id);
+    if (!entry) return;
+    this.#requests.delete(id);
+    clearTimeout(entry.timer);
+  }
+
+  /** @internal `_call` as a promise: resolves with the reply's payload. */
   _request(frame) {
     return new Promise((resolve, reject) => {
-      const id = String(++this.#seq);
-      const entry = { frame: { ...frame, id }, resolve, reject, sent: false, timer: null };
-      entry.timer = setTimeout(() => {
-        this.#requests.delete(id);
-        reject(new SwitchyardError('timeout', `no reply to ${frame.type} within ${this.options.timeout} ms`));
-      }, this.options.timeout);
-      this.#requests.set(id, entry);
-      // Requests made while disconnected wait for the connection (up to the timeout).
-      if (this.state === 'connected') this.#send(entry);
+      this._call(frame, (err, reply) => (err ? reject(err) : resolve(reply)));
     });
+  }
+
+  /** @internal a publish; reserved names are requests, never publications. */
+  _publish(frame) {
+    if (isReserved(frame.type)) {
+      return Promise.reject(new SwitchyardError('reserved_type', `"${frame.type}" is a reserved type, not an event name`));
+    }
+    return this._request(frame);
   }
 
   #send(entry) {
@@ -116,48 +153,58 @@ export class Switchyard {
     }
   }
 
+  /** The only place the connection's state changes. */
   #setState(state) {
-    if (state === this.state) return;
-    const previous = this.state;
-    this.state = state;
+    if (state === this.#state) return;
+    const previous = this.#state;
+    this.#state = state;
     this.#emitter.emit('state', { state, previous });
   }
 
-  async #open() {
+  #open() {
+    const dial = ++this.#dial;
     this.#setState('connecting');
-    let token = this.options.token;
-    if (this.options.getToken) {
-      try {
-        token = await this.options.getToken();
-      } catch {
-        this.#scheduleReconnect();
-        return;
-      }
-    }
-    if (!this.#want) {
-      this.#setState('disconnected');
-      return;
-    }
-    const params = new URLSearchParams();
-    if (token) params.set('token', token);
-    if (this.#resume) params.set('resume', this.#resume);
-    const query = params.toString();
-    const url = query ? `${this.url}${this.url.includes('?') ? '&' : '?'}${query}` : this.url;
+    // Nothing in the connect path may become an unhandled rejection: a failure is an
+    // `error` event, then the usual backoff.
+    this.#dialWith(dial).catch((cause) => {
+      if (dial !== this.#dial) return;
+      this.#emitter.emit('error', new SwitchyardError('connect_failed', `connect failed: ${describe(cause)}`, { cause }));
+      this.#scheduleReconnect();
+    });
+  }
+
+  async #dialWith(dial) {
+    const token = this.options.getToken ? await this.options.getToken() : this.options.token;
+    if (dial !== this.#dial) return; // disconnect() meanwhile
     const WS = this.options.websocket || globalThis.WebSocket;
     if (!WS) throw new Error('no WebSocket implementation: pass options.websocket');
-    let ws;
-    try {
-      ws = new WS(url);
-    } catch {
-      this.#scheduleReconnect();
-      return;
-    }
+    // The URL as given: tokens go in the `auth` frame, never in the query string
+    // (SPEC 3: URLs end up in proxy logs).
+    const ws = new WS(this.url);
     this.#ws = ws;
     this.#lastDisconnect = null;
-    ws.onopen = () => this.#touch();
+    // What this socket presents is known now, before any frame can arrive.
+    let auth = null;
+    if (token) auth = { token };
+    else if (this.#resume) auth = { resume: this.#resume };
+    this.#authId = auth ? String(++this.#seq) : null;
+    ws.onopen = () => this.#opened(ws, auth);
     ws.onmessage = (ev) => this.#message(ws, ev.data);
     ws.onclose = (ev) => this.#closed(ws, ev.code, ev.reason, true);
     ws.onerror = () => {};
+  }
+
+  /** The socket is open: authenticate, or wait for an anonymous node's auth_success. */
+  #opened(ws, payload) {
+    if (ws !== this.#ws) return;
+    this.#touch();
+    if (!payload) return;
+    try {
+      ws.send(JSON.stringify({ type: 'auth', id: this.#authId, payload }));
+    } catch {
+      return; // closing already: onclose follows
+    }
+    this.#timers.auth = setTimeout(() => this.#abort(ws, 4000, 'no reply to auth'), this.options.timeout);
   }
 
   #touch() {
@@ -173,13 +220,21 @@ export class Switchyard {
     } catch {
       return;
     }
+    if (msg === null || typeof msg !== 'object') return;
     const { type, id, channel } = msg;
+    if (id !== undefined && id === this.#authId) {
+      this.#authReply(ws, msg);
+      return;
+    }
     if (type === 'disconnect') {
       this.#lastDisconnect = msg.payload || {};
       return;
     }
-    if (type === 'auth_success' && this.state !== 'connected') {
-      this.#connected(msg.payload || {});
+    if (type === 'auth_success') {
+      // Unsolicited: an anonymous node's session. It is the connection only when
+      // this socket presents nothing; else the reply to our `auth` decides.
+      if (this.#state === 'connecting' && this.#authId === null) this.#connected(msg.payload || {});
+      return;
     }
     if (id !== undefined && this.#requests.has(id)) {
       const r = this.#requests.get(id);
@@ -187,9 +242,9 @@ export class Switchyard {
       clearTimeout(r.timer);
       if (type === 'error' || type === 'auth_error') {
         const p = msg.payload || {};
-        r.reject(new SwitchyardError(p.code || 'internal', p.message));
+        r.done(new SwitchyardError(p.code || 'internal', p.message));
       } else {
-        r.resolve(msg.payload ?? {});
+        r.done(null, msg.payload ?? {});
       }
       return;
     }
@@ -199,23 +254,49 @@ export class Switchyard {
       return;
     }
     if (type === 'subscribed' || type === 'unsubscribed') {
-      // Server-side (/api/subscribe): no id; the payload names the channel.
+      // With an id: the late answer to a request that timed out or was abandoned.
+      if (id !== undefined) return;
+      // Server-side (/api/subscribe, /api/unsubscribe): no id; the payload names the channel.
       const s = this.#subs.get(msg.payload?.channel);
-      if (s && type === 'subscribed') s._subscribed(msg.payload);
-      if (s && type === 'unsubscribed') s._ended();
+      if (s && type === 'subscribed') s._moveToSubscribed(msg.payload);
+      if (s && type === 'unsubscribed') s._moveToUnsubscribed();
       return;
     }
     if (type === 'error') {
       this.#emitter.emit('error', new SwitchyardError(msg.payload?.code || 'internal', msg.payload?.message));
       return;
     }
-    if (channel !== undefined && !SERVER_TYPES.has(type)) {
-      if (sub && sub.state !== 'unsubscribed') sub._publication(msg);
+    // Frames of reserved types (read, snapshot, presence_count, ...) are not
+    // publications, whatever they carry.
+    if (channel !== undefined && typeof type === 'string' && !isReserved(type)) {
+      if (sub) sub._publication(msg);
       else this.#emitter.emit('publication', msg);
     }
   }
 
+  #authReply(ws, msg) {
+    this.#authId = null;
+    if (msg.type === 'auth_success') {
+      this.#connected(msg.payload || {});
+      return;
+    }
+    const p = msg.payload || {};
+    const err = new SwitchyardError(p.code || 'internal', p.message);
+    this.#emitter.emit('error', err);
+    if (msg.type === 'auth_error') {
+      // The server closes with 4001 after a `disconnect` saying whether to come back;
+      // if it did not, the auth timer closes, and this is what it says.
+      this.#lastDisconnect = { code: 4001, reason: 'unauthorized', reconnect: false };
+      return;
+    }
+    // Any other answer (e.g. `resume` on a node that no longer allows anonymous
+    // sessions): forget the resume token and start over.
+    this.#resume = null;
+    this.#abort(ws, 4000, err.message);
+  }
+
   #connected(payload) {
+    clearTimeout(this.#timers.auth);
     this.session = payload;
     if (payload.resume) this.#resume = payload.resume;
     this.#setState('connected');
@@ -225,9 +306,7 @@ export class Switchyard {
     }, this.options.stableAfter);
     this.#keepalive();
     this.#emitter.emit('connected', payload);
-    for (const sub of this.#subs.values()) {
-      if (sub.state !== 'unsubscribed') sub._subscribe();
-    }
+    for (const sub of this.#subs.values()) sub._subscribe();
     for (const entry of this.#requests.values()) {
       if (!entry.sent) this.#send(entry);
     }
@@ -237,35 +316,42 @@ export class Switchyard {
     clearTimeout(this.#timers.keepalive);
     const ws = this.#ws;
     const check = () => {
-      if (ws !== this.#ws || this.state !== 'connected') return;
+      if (ws !== this.#ws || this.#state !== 'connected') return;
       const idle = Date.now() - this.#lastReceived;
       if (idle < this.options.pingInterval) {
         this.#timers.keepalive = setTimeout(check, this.options.pingInterval - idle);
         return;
       }
       const sentAt = Date.now();
-      this._request({ type: 'ping' }).catch(() => {});
+      this._call({ type: 'ping' }, () => {});
       // Any frame within `timeout` proves the socket alive; nothing means it is dead.
       this.#timers.keepalive = setTimeout(() => {
         if (ws !== this.#ws) return;
         if (this.#lastReceived >= sentAt) return check();
-        this.#closed(ws, 4000, 'keepalive timeout', true);
-        try {
-          if (typeof ws.terminate === 'function') ws.terminate();
-          else ws.close(4000, 'keepalive timeout');
-        } catch {
-          // already gone
-        }
+        this.#abort(ws, 4000, 'keepalive timeout');
       }, this.options.timeout);
     };
     this.#timers.keepalive = setTimeout(check, this.options.pingInterval);
   }
 
+  /** Gives up on a socket that does not answer; reconnects unless told otherwise. */
+  #abort(ws, code, reason) {
+    this.#closed(ws, code, reason, true);
+    try {
+      if (typeof ws.terminate === 'function') ws.terminate();
+      else ws.close(code, reason);
+    } catch {
+      // already gone
+    }
+  }
+
   #closed(ws, code, reason, mayReconnect) {
     if (ws !== this.#ws) return;
     this.#ws = null;
+    this.#authId = null;
     clearTimeout(this.#timers.keepalive);
     clearTimeout(this.#timers.stable);
+    clearTimeout(this.#timers.auth);
     const d = this.#lastDisconnect;
     // Without a `disconnect` message the network or the node went away: come back.
     const reconnect = mayReconnect && (d ? d.reconnect === true : true);
@@ -273,13 +359,11 @@ export class Switchyard {
       if (r.sent) {
         this.#requests.delete(id);
         clearTimeout(r.timer);
-        r.reject(new SwitchyardError('disconnected', 'connection closed before the reply'));
+        r.done(new SwitchyardError('disconnected', 'connection closed before the reply'));
       }
     }
-    for (const sub of this.#subs.values()) {
-      if (sub.state === 'subscribed') sub.state = 'subscribing';
-    }
-    const wasUp = this.state !== 'disconnected';
+    for (const sub of this.#subs.values()) sub._moveToSubscribing();
+    const wasUp = this.#state !== 'disconnected';
     this.#setState('disconnected');
     if (wasUp) {
       this.#emitter.emit('disconnected', { code: d?.code ?? code, reason: d?.reason ?? reason, reconnect });

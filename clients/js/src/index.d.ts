@@ -1,15 +1,26 @@
 // Types of @switchyard/client (SPEC 14).
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'connected';
+export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
+
+/** The payload of every `state` event: the new state and the one it replaced. */
+export interface StateChange<S extends string> {
+  state: S;
+  previous: S;
+}
 
 export interface SwitchyardOptions {
-  /** A connection JWT, sent as the `token` query parameter. */
+  /** A connection JWT, sent in an `auth` frame once the socket is open (never in the URL). */
   token?: string;
-  /** Called before every connect and after close 4011 (token expired). */
-  getToken?: () => Promise<string> | string;
+  /**
+   * Called before every connect and after close 4011 (token expired); its token is
+   * sent like `token`. A throw or rejection is an `error` event (`connect_failed`),
+   * then the client retries with backoff.
+   */
+  getToken?: () => Promise<string | null | undefined> | string | null | undefined;
   /** WebSocket constructor (Node 20: `require("ws")`); defaults to the global one. */
   websocket?: unknown;
-  /** ms; exponential backoff with full jitter between reconnects. Default 500. */
+  /** ms; the smallest delay between reconnects (exponential backoff, full jitter above it). Default 500. */
   minReconnectDelay?: number;
   /** ms; the backoff ceiling. Default 20000. */
   maxReconnectDelay?: number;
@@ -72,14 +83,19 @@ export interface HistoryResult {
   epoch: string;
 }
 
-/** Rejection of a request: the server's error code, or `timeout` / `disconnected`. */
+/**
+ * An error: the server's code (`forbidden`, `unauthorized`, ...) or the client's own
+ * (`timeout`, `disconnected`, `connect_failed`, `subscribe_failed`, `reserved_type`,
+ * `unsubscribed`). `cause` holds the underlying error when there is one.
+ */
 export class SwitchyardError extends Error {
   code: string;
-  constructor(code: string, message?: string);
+  cause?: unknown;
+  constructor(code: string, message?: string, options?: { cause?: unknown });
 }
 
 export interface ClientEvents {
-  state: { state: ConnectionState; previous: ConnectionState };
+  state: StateChange<ConnectionState>;
   connected: AuthSuccess;
   disconnected: Disconnected;
   publication: Publication;
@@ -87,6 +103,7 @@ export interface ClientEvents {
 }
 
 export interface SubscriptionEvents {
+  state: StateChange<SubscriptionState>;
   publication: Publication;
   subscribed: SubscribedEvent;
   join: ClientInfo;
@@ -97,12 +114,17 @@ export interface SubscriptionEvents {
 
 export class Subscription {
   readonly channel: string;
-  state: 'unsubscribed' | 'subscribing' | 'subscribed';
+  /** Changes only inside the SDK, each change a `state` event. */
+  readonly state: SubscriptionState;
+  /** A string, or a function called at every subscribe. */
+  token?: string | (() => Promise<string> | string);
   /** Offset of the last publication delivered. */
   offset: number | null;
   epoch: string | null;
   on<K extends keyof SubscriptionEvents>(event: K, listener: (value: SubscriptionEvents[K]) => void): () => void;
+  /** Resolves once subscribed; rejects when the subscribe is refused or the subscription ended. */
   ready(): Promise<void>;
+  /** Rejects with `reserved_type` for a reserved name (SPEC 2) without sending anything. */
   publish(type: string, payload?: unknown, options?: { volatile?: boolean; to?: string }): Promise<{ offset?: number }>;
   presence(): Promise<PresenceResult>;
   history(options?: { limit?: number; since?: number }): Promise<HistoryResult>;
@@ -112,7 +134,8 @@ export class Subscription {
 export class Switchyard {
   constructor(url: string, options?: SwitchyardOptions);
   readonly url: string;
-  state: ConnectionState;
+  /** Changes only inside the SDK, each change a `state` event. */
+  readonly state: ConnectionState;
   /** The last `auth_success` payload. */
   session: AuthSuccess | null;
   on<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): () => void;

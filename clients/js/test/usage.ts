@@ -27,7 +27,15 @@ async function main(): Promise<void> {
   sub.on('subscribed', ({ recovered, offset, epoch }) => [recovered, offset, epoch]);
   sub.on('join', (who) => who.user_id);
   sub.on('leave', (who) => who.session_id);
-  sub.on('error', (err: SwitchyardError) => err.code);
+  sub.on('error', (err: SwitchyardError) => [err.code, err.cause]);
+  sub.on('state', ({ state, previous }) => {
+    const s: 'unsubscribed' | 'subscribing' | 'subscribed' = state;
+    return [s, previous];
+  });
+  // @ts-expect-error the state changes only inside the SDK
+  sub.state = 'subscribed';
+  // @ts-expect-error the state changes only inside the SDK
+  client.state = 'connected';
   await sub.ready();
   const ack = await sub.publish('chat_message', { text: 'hi' }, { volatile: false, to: undefined });
   const offset: number | undefined = ack.offset;
