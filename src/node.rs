@@ -275,11 +275,11 @@ impl Node {
 
     /// Records presence and announces `join` where the namespace asks for it.
     pub async fn joined(&self, conn: &ConnHandle, ch: &ChannelName, ns: &Namespace) {
-        if !ns.presence && !ns.join_leave {
+        if !ns.tracks_presence() && !ns.join_leave {
             return;
         }
         let client = conn.who().client_info();
-        if ns.presence {
+        if ns.tracks_presence() {
             let entry = PresenceEntry {
                 conn_id: conn.id.to_string(),
                 client: client.clone(),
@@ -295,7 +295,7 @@ impl Node {
 
     /// Removes presence and announces `leave`.
     pub async fn left(&self, conn: &ConnHandle, ch: &ChannelName, ns: &Namespace) {
-        if ns.presence {
+        if ns.tracks_presence() {
             if let Err(e) = self.broker.presence_remove(ch, &conn.id.to_string()).await {
                 tracing::warn!(channel = %ch, error = %e, "presence remove failed");
             }

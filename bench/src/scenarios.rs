@@ -12,9 +12,9 @@ use crate::fanout::{fanout, fanout_on, now_ns};
 use crate::fleet::{split, Remote};
 use crate::publish::HttpPublisher;
 use crate::servers::*;
-use testkit::redis::RedisServer;
 use crate::wsclient::{find_ts, Frame};
 use crate::{open_clients, ratio, Common, Load, Target, API_KEY};
+use testkit::redis::RedisServer;
 // ---------------------------------------------------------------- reconnect
 
 pub(crate) async fn reconnect(conns: usize) -> Value {

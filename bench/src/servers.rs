@@ -108,8 +108,7 @@ pub(crate) async fn spawn_ceiling() -> Server {
 pub(crate) async fn spawn_socketio(redis: Option<SocketAddr>) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio/server.mjs");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio/server.mjs");
     let mut cmd = Command::new("node");
     cmd.arg(script).arg("--port").arg(port.to_string());
     if let Some(r) = redis {
@@ -135,8 +134,7 @@ pub(crate) async fn spawn_socketio(redis: Option<SocketAddr>) -> Server {
 pub(crate) async fn spawn_sockudo(redis: Option<SocketAddr>) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let bin =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/sockudo/bin/sockudo");
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/sockudo/bin/sockudo");
     // An empty working directory: Sockudo reads ./config/config.{toml,json} if present.
     let dir = TempDir::new("bench");
     let mut cmd = Command::new(&bin);

@@ -95,7 +95,7 @@ pub(super) async fn publish(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let b: PublishBody = read_json(body, node.config.limits.max_message_size).await?;
+    let b: PublishBody = read_json(&node, body, node.config.limits.max_message_size).await?;
     check_type(&b.ty)?;
     let (ch, ns) = resolve(&node, &b.channel)?;
     let payload = b.payload.unwrap_or_else(null);
@@ -119,7 +119,7 @@ pub(super) async fn broadcast(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let limit = node.config.limits.max_message_size.saturating_mul(4);
-    let b: BroadcastBody = read_json(body, limit).await?;
+    let b: BroadcastBody = read_json(&node, body, limit).await?;
     check_type(&b.ty)?;
     if b.channels.len() > MAX_BROADCAST {
         return Err(ApiError::BadRequest(format!(
@@ -170,7 +170,7 @@ pub(super) async fn disconnect(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let b: DisconnectBody = read_json(body, node.config.limits.max_message_size).await?;
+    let b: DisconnectBody = read_json(&node, body, node.config.limits.max_message_size).await?;
     let code = match b.code {
         None => CloseCode::Forbidden.code(),
         Some(c @ 4000..=4999) => c,
@@ -210,7 +210,7 @@ pub(super) async fn subscribe(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
+    let b: UserChannelBody = read_json(&node, body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Subscribe {
         user_id: b.user_id,
@@ -224,7 +224,7 @@ pub(super) async fn unsubscribe(
     State(node): State<Arc<Node>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let b: UserChannelBody = read_json(body, node.config.limits.max_message_size).await?;
+    let b: UserChannelBody = read_json(&node, body, node.config.limits.max_message_size).await?;
     let (ch, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Unsubscribe {
         user_id: b.user_id,
@@ -239,7 +239,7 @@ pub(super) async fn presence(
     Path(channel): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (ch, ns) = resolve(&node, &channel)?;
-    if !ns.presence {
+    if !ns.tracks_presence() {
         return Err(ApiError::NotFound(format!(
             "presence is not enabled for namespace {}",
             ch.namespace()

@@ -34,6 +34,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("body larger than limits.max_message_size")]
     TooLarge,
+    #[error("request body not received within limits.handshake_timeout")]
+    Timeout,
     #[error("broker unavailable: not done, retry")]
     Unavailable,
     #[error("internal error")]
@@ -49,6 +51,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge => "too_large",
+            ApiError::Timeout => "timeout",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -179,13 +183,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// Reads a JSON body no larger than `limit` bytes.
+/// Reads a JSON body no larger than `limit` bytes, within `within` (a body that
+/// trickles in is a slowloris too).
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    node: &Node,
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit)
+    let within = node.config.limits.handshake_timeout;
+    let bytes = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ApiError::Timeout)?
         .map_err(|_| ApiError::TooLarge)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))

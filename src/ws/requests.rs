@@ -172,7 +172,7 @@ impl Conn {
             self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
             return;
         }
-        if !ns.presence {
+        if !ns.tracks_presence() {
             self.error(
                 id,
                 ErrorCode::Forbidden,

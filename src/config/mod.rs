@@ -1,6 +1,18 @@
 //! Typed configuration (SPEC section 10): a TOML file, `SWITCHYARD_*` environment
 //! overrides, defaults for every key, and validation that names the bad key.
 
+mod env;
+mod namespace;
+mod sections;
+
+pub use env::apply_env_overrides;
+use env::secrets_in_env;
+pub use namespace::{NamespaceOverride, OneOrMany, PresenceMode};
+pub use sections::{
+    ApiConfig, AuthConfig, EventKind, EventsConfig, LimitsConfig, LogConfig, RedisConfig,
+    WebhookConfig,
+};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +84,10 @@ impl LogLevel {
     }
 }
 
+/// The longest duration any key takes: far beyond any sane setting, and small enough
+/// that `now + d` can never overflow a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Durations are written `"25s"`, `"1h"`, `"500ms"`; a bare integer means seconds.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
@@ -80,12 +96,19 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Secs(u64),
         Text(String),
     }
-    match Repr::deserialize(d)? {
-        Repr::Secs(s) => Ok(Duration::from_secs(s)),
+    let d = match Repr::deserialize(d)? {
+        Repr::Secs(s) => Duration::from_secs(s),
         Repr::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
             serde::de::Error::custom(format!("invalid duration {t:?} ({e}); write e.g. \"25s\""))
-        }),
+        })?,
+    };
+    if d > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{} is longer than the longest allowed duration, 10 years",
+            humantime::format_duration(d)
+        )));
     }
+    Ok(d)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -108,6 +131,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub events: EventsConfig,
+    pub webhooks: Vec<WebhookConfig>,
     pub routes: Vec<RouteConfig>,
     /// Overrides of built-in namespaces and new ones, merged in `channel::Namespaces`.
     pub namespaces: BTreeMap<String, NamespaceOverride>,
@@ -133,151 +158,11 @@ impl Default for Config {
             api: ApiConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            events: EventsConfig::default(),
+            webhooks: Vec::new(),
             routes: Vec::new(),
             namespaces: BTreeMap::new(),
             dev_mode: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    pub url: String,
-    pub cluster: bool,
-    pub prefix: String,
-    pub pool_size: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            cluster: false,
-            prefix: "switchyard".into(),
-            pool_size: 16,
-        }
-    }
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    pub jwt_secret: String,
-    pub jwt_public_key_file: String,
-    pub issuer: String,
-    pub audience: String,
-    pub allow_anonymous: bool,
-    #[serde(deserialize_with = "duration")]
-    pub timeout: Duration,
-    pub allowed_origins: Vec<String>,
-    /// Key for anonymous `resume` tokens; empty: derived from `jwt_secret` (or `api.key`)
-    /// so every node of a cluster signs and checks the same tokens.
-    pub resume_secret: String,
-}
-
-// Secrets never reach logs, not even through `{:?}`.
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("jwt_secret", &redacted(&self.jwt_secret))
-            .field("jwt_public_key_file", &self.jwt_public_key_file)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("allow_anonymous", &self.allow_anonymous)
-            .field("timeout", &self.timeout)
-            .field("allowed_origins", &self.allowed_origins)
-            .field("resume_secret", &redacted(&self.resume_secret))
-            .finish()
-    }
-}
-
-fn redacted(s: &str) -> &'static str {
-    if s.is_empty() {
-        ""
-    } else {
-        "<redacted>"
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            jwt_secret: String::new(),
-            jwt_public_key_file: String::new(),
-            issuer: String::new(),
-            audience: String::new(),
-            allow_anonymous: false,
-            timeout: Duration::from_secs(10),
-            allowed_origins: Vec::new(),
-            resume_secret: String::new(),
-        }
-    }
-}
-
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    pub key: String,
-}
-
-impl std::fmt::Debug for ApiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiConfig")
-            .field("key", &redacted(&self.key))
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    pub max_message_size: usize,
-    pub client_rate: u32,
-    pub client_burst: u32,
-    pub max_subscriptions: usize,
-    pub max_connections: usize,
-    pub max_connections_per_user: usize,
-    pub per_user_policy: PerUserPolicy,
-    pub send_queue: usize,
-    #[serde(deserialize_with = "duration")]
-    pub ping_interval: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub pong_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub write_timeout: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_message_size: 65536,
-            client_rate: 20,
-            client_burst: 40,
-            max_subscriptions: 256,
-            max_connections: 0,
-            max_connections_per_user: 0,
-            per_user_policy: PerUserPolicy::EvictOldest,
-            send_queue: 1024,
-            ping_interval: Duration::from_secs(25),
-            pong_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: LogLevel,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: LogLevel::Info,
         }
     }
 }
@@ -288,140 +173,6 @@ pub struct RouteConfig {
     pub path: String,
     #[serde(default)]
     pub subscribe: Vec<String>,
-}
-
-/// One rule or a list of rules, as written in a namespace table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn items(&self) -> Vec<&str> {
-        match self {
-            OneOrMany::One(s) => vec![s.as_str()],
-            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
-        }
-    }
-}
-
-/// A `[namespaces.<name>]` table: only the options it names override the built-in's.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamespaceOverride {
-    pub subscribe: Option<OneOrMany>,
-    pub publish: Option<OneOrMany>,
-    pub history_size: Option<usize>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub history_ttl: Option<Duration>,
-    pub presence: Option<bool>,
-    pub join_leave: Option<bool>,
-    pub allow_to: Option<bool>,
-    pub forward: Option<bool>,
-}
-
-const TOP_LEVEL: &[&str] = &[
-    "node_id",
-    "listen",
-    "broker",
-    "presence_ttl",
-    "drain_period",
-    "redis",
-    "auth",
-    "api",
-    "limits",
-    "log",
-    "routes",
-    "namespaces",
-];
-
-/// Keys whose values are strings even when they look like numbers (`SWITCHYARD_API__KEY=123`).
-const STRING_KEYS: &[&str] = &[
-    "node_id",
-    "listen",
-    "url",
-    "prefix",
-    "jwt_secret",
-    "jwt_public_key_file",
-    "issuer",
-    "audience",
-    "key",
-    "resume_secret",
-];
-
-/// Environment variables that give a node its secrets: with any of them (and no
-/// config file) the node is a production node, never in development mode.
-const SECRET_VARS: &[&str] = &[
-    "SWITCHYARD_AUTH__JWT_SECRET",
-    "SWITCHYARD_AUTH__JWT_PUBLIC_KEY_FILE",
-    "SWITCHYARD_API__KEY",
-];
-
-fn secrets_in_env(vars: &[(String, String)]) -> bool {
-    vars.iter().any(|(k, _)| SECRET_VARS.contains(&k.as_str()))
-}
-
-/// Applies `SWITCHYARD_<KEY>` / `SWITCHYARD_<SECTION>__<KEY>` overrides onto a TOML
-/// table; returns the names of variables that match no key (logged as warnings).
-pub fn apply_env_overrides(
-    table: &mut toml::Table,
-    vars: impl IntoIterator<Item = (String, String)>,
-) -> Vec<String> {
-    let mut unknown = Vec::new();
-    for (name, value) in vars {
-        let Some(rest) = name.strip_prefix("SWITCHYARD_") else {
-            continue;
-        };
-        if rest == "CONFIG" || rest.is_empty() {
-            continue;
-        }
-        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        if path.iter().any(String::is_empty) || !TOP_LEVEL.contains(&path[0].as_str()) {
-            unknown.push(name);
-            continue;
-        }
-        let last = path.last().map(String::as_str).unwrap_or_default();
-        let parsed = if STRING_KEYS.contains(&last) {
-            toml::Value::String(value.clone())
-        } else {
-            parse_env_value(&value)
-        };
-        if !set_path(table, &path, parsed) {
-            unknown.push(name);
-        }
-    }
-    unknown
-}
-
-/// Sets `path` in nested tables, creating them; false when a non-table is in the way.
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
-    match path {
-        [] => false,
-        [last] => {
-            table.insert(last.clone(), value);
-            true
-        }
-        [first, rest @ ..] => match table
-            .entry(first.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        {
-            toml::Value::Table(t) => set_path(t, rest, value),
-            _ => false,
-        },
-    }
-}
-
-/// An environment value is read as a TOML value when it is one (`10`, `true`,
-/// `["a","b"]`), else as a plain string.
-fn parse_env_value(value: &str) -> toml::Value {
-    match toml::from_str::<toml::Table>(&format!("v = {value}")) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
-        Err(_) => toml::Value::String(value.to_owned()),
-    }
 }
 
 impl Config {
@@ -523,6 +274,10 @@ impl Config {
             ("limits.client_rate", l.client_rate as usize),
             ("limits.client_burst", l.client_burst as usize),
             ("limits.send_queue", l.send_queue),
+            ("limits.send_queue_bytes", l.send_queue_bytes),
+            ("limits.max_pending_handshakes", l.max_pending_handshakes),
+            ("limits.upstream_maxlen", l.upstream_maxlen),
+            ("events.maxlen", self.events.maxlen),
         ] {
             if v == 0 {
                 return Err(key_err(key, "must be greater than 0"));
@@ -533,6 +288,10 @@ impl Config {
             ("limits.pong_timeout", l.pong_timeout),
             ("limits.write_timeout", l.write_timeout),
             ("auth.timeout", self.auth.timeout),
+            ("limits.handshake_timeout", l.handshake_timeout),
+            ("auth.resume_ttl", self.auth.resume_ttl),
+            ("auth.revocation_ttl", self.auth.revocation_ttl),
+            ("api.idempotency_window", self.api.idempotency_window),
         ] {
             if d.is_zero() {
                 return Err(key_err(key, "must be longer than 0s"));
@@ -556,6 +315,27 @@ impl Config {
                 "auth.jwt_secret",
                 "set auth.jwt_secret or auth.jwt_public_key_file (or auth.allow_anonymous = true)",
             ));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let url = w.url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(key_err(
+                    format!("webhooks[{i}].url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if w.max_attempts == 0 {
+                return Err(key_err(
+                    format!("webhooks[{i}].max_attempts"),
+                    "must be at least 1",
+                ));
+            }
+            if w.timeout.is_zero() {
+                return Err(key_err(
+                    format!("webhooks[{i}].timeout"),
+                    "must be longer than 0s",
+                ));
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if !r.path.starts_with('/') || r.path.contains(['{', '}', '*', '?']) {
@@ -585,6 +365,50 @@ mod tests {
         let e = Config::from_toml("auth.jwt_secret = \"s\"\nlimits.ping_interval = \"soon\"")
             .expect_err("duration");
         assert!(e.to_string().contains("limits.ping_interval"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded_and_name_their_key() {
+        // Unbounded, `now + ping_interval` overflowed the clock and panicked.
+        for (key, value) in [
+            ("limits.ping_interval", "\"1000000y\""),
+            ("limits.handshake_timeout", "9223372036854775807"),
+            ("auth.resume_ttl", "\"11y\""),
+        ] {
+            let text = format!("auth.jwt_secret = \"s\"\n{key} = {value}\n");
+            let e = Config::from_toml(&text).expect_err("too long");
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let ok = Config::from_toml("auth.jwt_secret = \"s\"\nlimits.ping_interval = \"9y\"\n");
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn new_keys_have_the_spec_defaults() {
+        let c = Config::from_toml("auth.jwt_secret = \"s\"").expect("valid");
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_pending_handshakes, 1024);
+        assert_eq!(c.limits.send_queue_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.limits.upstream_maxlen, 100_000);
+        assert_eq!(c.limits.max_channels_per_namespace, 0);
+        assert_eq!(c.auth.resume_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.auth.revocation_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.api.idempotency_window, Duration::from_secs(300));
+        assert_eq!(c.events.maxlen, 100_000);
+        assert!(c.events.emits(EventKind::Occupied) && !c.events.emits(EventKind::Connect));
+        let c = Config::from_toml(
+            "auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"w\"\n",
+        )
+        .expect("webhook");
+        assert_eq!(c.webhooks[0].timeout, Duration::from_secs(5));
+        assert_eq!(c.webhooks[0].max_attempts, 10);
+        assert!(
+            !format!("{:?}", c.webhooks[0]).contains("\"w\""),
+            "secret redacted"
+        );
+        let e = Config::from_toml("auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"ftp://x\"\n")
+            .expect_err("bad url");
+        assert!(e.to_string().contains("webhooks[0].url"), "{e}");
     }
 
     #[test]
