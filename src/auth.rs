@@ -20,7 +20,6 @@ use crate::ids::new_session_id;
 use crate::ids::random_hex;
 
 const LEEWAY_SECS: u64 = 30;
-const RESUME_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a token was refused. `reason()` is the `switchyard_auth_failures_total` label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +32,9 @@ pub enum AuthError {
     AlgorithmNotAllowed,
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
     /// Signature, issuer or audience did not verify.
     #[error("invalid token")]
     Invalid,
@@ -52,6 +54,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::AlgorithmNotAllowed => "algorithm",
             AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
             AuthError::Invalid => "invalid",
             AuthError::MissingExp => "missing_exp",
             AuthError::MissingSubject => "missing_sub",
@@ -152,6 +155,7 @@ pub struct Auth {
     issuer: Option<String>,
     audience: Option<String>,
     resume_key: Vec<u8>,
+    resume_ttl: Duration,
 }
 
 fn load_public_key(path: &str) -> Result<(DecodingKey, Vec<Algorithm>), ConfigError> {
@@ -202,6 +206,7 @@ impl Auth {
             issuer: (!a.issuer.is_empty()).then(|| a.issuer.clone()),
             audience: (!a.audience.is_empty()).then(|| a.audience.clone()),
             resume_key,
+            resume_ttl: a.resume_ttl,
         })
     }
 
@@ -219,21 +224,32 @@ impl Auth {
                 .map(|(d, _)| d),
         }
         .ok_or(AuthError::AlgorithmNotAllowed)?;
+        // The key is chosen by the configured algorithms only: `kid`, `jku`, `x5u` and
+        // an embedded `jwk` in the header are never read.
         let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
-        v.set_required_spec_claims(&["exp"]);
+        v.validate_nbf = true;
+        // jsonwebtoken checks `iss`/`aud` only when present: configured, they must be.
+        let mut required = vec!["exp"];
         match &self.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => v.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
+            required.push("iss");
         }
+        v.set_required_spec_claims(&required);
         use jsonwebtoken::errors::ErrorKind;
         let data =
             jsonwebtoken::decode::<RawClaims>(token, key, &v).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::MissingRequiredClaim(_) => AuthError::MissingExp,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingExp,
+                ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid,
                 ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
                 ErrorKind::InvalidToken
                 | ErrorKind::Base64(_)
@@ -300,15 +316,23 @@ impl Auth {
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
-    /// A token that gives `session_id` back on reconnect: `<session>.<exp>.<hmac>`.
-    pub fn issue_resume(&self, session_id: &str) -> String {
-        let body = format!("{session_id}.{}", unix_now() + RESUME_TTL.as_secs());
+    /// When a session created now stops being resumable (Unix seconds).
+    pub fn resume_deadline(&self) -> u64 {
+        unix_now() + self.resume_ttl.as_secs()
+    }
+
+    /// A token that gives `session_id` back on reconnect until `exp` (Unix seconds,
+    /// fixed when the session was created: resuming never extends it):
+    /// `<session>.<exp>.<hmac>`.
+    pub fn issue_resume(&self, session_id: &str, exp: u64) -> String {
+        let body = format!("{session_id}.{exp}");
         let sig = self.resume_sig(&body);
         format!("{body}.{sig}")
     }
 
-    /// The session id of a valid, unexpired resume token; `None` for anything else.
-    pub fn check_resume(&self, token: &str) -> Option<String> {
+    /// The session id and expiry of a valid, unexpired resume token; `None` for
+    /// anything else.
+    pub fn check_resume(&self, token: &str) -> Option<(String, u64)> {
         let (body, sig) = token.rsplit_once('.')?;
         let (session, exp) = body.split_once('.')?;
         let expected = self.resume_sig(body);
@@ -323,7 +347,7 @@ impl Auth {
         (ok && exp > unix_now()
             && session.len() == 32
             && session.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| session.to_owned())
+        .then(|| (session.to_owned(), exp))
     }
 }
 
@@ -378,8 +402,10 @@ mod tests {
     fn resume_round_trip_and_tamper() {
         let a = auth();
         let sid = new_session_id();
-        let t = a.issue_resume(&sid);
-        assert_eq!(a.check_resume(&t).as_deref(), Some(sid.as_str()));
+        let exp = a.resume_deadline();
+        let t = a.issue_resume(&sid, exp);
+        assert_eq!(a.check_resume(&t), Some((sid.clone(), exp)));
+        assert_eq!(a.check_resume(&a.issue_resume(&sid, unix_now() - 1)), None);
         let other = new_session_id();
         let tampered = t.replacen(&sid, &other, 1);
         assert_eq!(a.check_resume(&tampered), None);

@@ -31,6 +31,14 @@ impl serde::Serialize for ConnId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ConnId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ConnId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("a connection id is 16 hex digits"))
+    }
+}
+
 /// `n` random bytes as lowercase hex (session ids, epochs, generated secrets).
 pub fn random_hex(n: usize) -> String {
     use rand::RngCore;

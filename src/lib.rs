@@ -10,13 +10,16 @@ pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;
+pub mod events;
 pub mod hub;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod position;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod ws;
 
 use std::future::Future;

@@ -28,6 +28,15 @@ pub const RATE_LIMITED: &str = "switchyard_rate_limited_total";
 pub const AUTH_FAILURES: &str = "switchyard_auth_failures_total";
 pub const API_REQUESTS: &str = "switchyard_api_requests_total";
 pub const API_REQUEST_SECONDS: &str = "switchyard_api_request_seconds";
+pub const RECEIPTS: &str = "switchyard_receipts_total";
+pub const FALLBACKS: &str = "switchyard_fallbacks_total";
+pub const IDEMPOTENT_DUPLICATES: &str = "switchyard_idempotent_duplicates_total";
+pub const STATE_KEYS: &str = "switchyard_state_keys";
+pub const CONFLATED: &str = "switchyard_conflated_total";
+pub const DELTA_BYTES_SAVED: &str = "switchyard_delta_bytes_saved_total";
+pub const EVENTS: &str = "switchyard_events_total";
+pub const WEBHOOK_REQUESTS: &str = "switchyard_webhook_requests_total";
+pub const WEBHOOK_DEAD: &str = "switchyard_webhook_dead_total";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -55,6 +64,12 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub rate_limited: Counter,
     pub api_request_seconds: Histogram,
+    pub receipts: Counter,
+    pub idempotent_duplicates: Counter,
+    pub state_keys: Gauge,
+    pub conflated: Counter,
+    pub delta_bytes_saved: Counter,
+    pub webhook_dead: Counter,
 }
 
 impl Metrics {
@@ -89,6 +104,12 @@ impl Metrics {
             slow_consumers: counter(SLOW_CONSUMERS),
             rate_limited: counter(RATE_LIMITED),
             api_request_seconds: histogram(API_REQUEST_SECONDS),
+            receipts: counter(RECEIPTS),
+            idempotent_duplicates: counter(IDEMPOTENT_DUPLICATES),
+            state_keys: gauge(STATE_KEYS),
+            conflated: counter(CONFLATED),
+            delta_bytes_saved: counter(DELTA_BYTES_SAVED),
+            webhook_dead: counter(WEBHOOK_DEAD),
             labelled: Mutex::new(HashMap::new()),
             handle,
             recorder,

@@ -1,85 +1,63 @@
 //! The node: shared state every connection and API call works with (`Arc<Node>`), and
-//! the operations that span the hub and the broker: subscribe with the broker's
-//! interest and history, unsubscribe, publish.
+//! the operations that span the hub and the brokers: subscribe with the broker's
+//! interest and history, unsubscribe, publish, presence; and the janitor that does a
+//! closed connection's broker cleanup in the background, retrying until Redis takes
+//! it, so no socket ever waits on it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde::Serialize;
-use serde_json::value::RawValue;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{
-    Broker, BrokerError, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published, Sink,
+    BrokerError, Brokers, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, PublishOpts,
+    Published, Sink, SubscribeOpts,
 };
 use crate::channel::{ChannelName, Namespace, Namespaces};
 use crate::config::{BrokerKind, Config, ConfigError};
-use crate::hub::{ConnHandle, Control, Delivery, Hub};
+use crate::hub::{ConnHandle, Hub};
+use crate::ids::ConnId;
 use crate::metrics::Metrics;
-use crate::protocol::{encode, ClientInfo, Publication, Since};
+use crate::position::{recoverable, Position};
+use crate::protocol::{
+    ClientInfo, Presence, PresenceClient, Publication, ServerMessage, Since, Subscribed,
+};
+
+/// At most this many clients in a `presence` answer (SPEC 2).
+pub const PRESENCE_CLIENTS_CAP: usize = 1000;
+/// How long a presence answer is reused: a crowd asking at once costs one read.
+const PRESENCE_CACHE: Duration = Duration::from_secs(1);
+
+/// Broker work left behind by closed connections, done by the janitor.
+#[derive(Debug)]
+pub enum Chore {
+    /// Drop the node's broker interest in a channel if nobody subscribed again.
+    Unsubscribe(ChannelName),
+    /// A subscribed connection left: its presence entry, and `leave` where asked.
+    Left(ChannelName, ConnId, ClientInfo),
+    /// Forget a connection in the user registry.
+    UserGone(String, ConnId),
+}
 
 pub struct Node {
     pub config: Config,
     pub namespaces: Namespaces,
     pub auth: Auth,
     pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
+    pub brokers: Brokers,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     draining: AtomicBool,
+    chores: mpsc::UnboundedSender<Chore>,
+    // A sync mutex around a small map: looked up and filled without awaiting.
+    presence_cache: Mutex<HashMap<ChannelName, (Instant, Presence)>>,
 }
-
-impl Sink for Hub {
-    fn deliver(&self, p: &Publication) -> Delivery {
-        Hub::deliver(self, p)
-    }
-
-    fn execute(&self, c: &Control) {
-        Hub::execute(self, c)
-    }
-
-    fn user_connections(&self, user: &str) -> Vec<String> {
-        self.user_conns(user)
-            .iter()
-            .filter(|c| !c.outbox.is_closing())
-            .map(|c| c.id.to_string())
-            .collect()
-    }
-}
-
-/// What a successful subscribe reports (`subscribed` payload).
-#[derive(Debug, Clone, Serialize)]
-pub struct Subscribed {
-    pub channel: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<bool>,
-}
-
-/// Presence as answered to `presence` and `GET /api/presence/..`.
-#[derive(Debug, Serialize)]
-pub struct PresenceView {
-    pub count: usize,
-    pub users: usize,
-    pub clients: Vec<PresenceClient>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PresenceClient {
-    pub conn_id: String,
-    pub user_id: Option<Arc<str>>,
-    pub session_id: Option<Arc<str>>,
-    pub info: Option<Arc<RawValue>>,
-}
-
-const PRESENCE_CLIENTS_CAP: usize = 1000;
 
 impl Node {
     pub fn new(config: Config) -> Result<Arc<Node>, ConfigError> {
@@ -87,27 +65,36 @@ impl Node {
         let auth = Auth::from_config(&config)?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker: Arc<dyn Broker> = match config.broker {
-            BrokerKind::Memory => Arc::new(MemoryBroker::new(hub.clone())),
-            BrokerKind::Redis => RedisBroker::start(&config, hub.clone(), metrics.clone())
-                .map_err(|e| ConfigError::Key {
-                    key: "redis.url".into(),
-                    message: e.to_string(),
+        let sink: Arc<dyn Sink> = hub.clone();
+        let brokers = match config.broker {
+            BrokerKind::Memory => Brokers::of(MemoryBroker::new(&config, sink)),
+            BrokerKind::Redis => Brokers::of(
+                RedisBroker::start(&config, sink, metrics.clone()).map_err(|e| {
+                    ConfigError::Key {
+                        key: "redis.url".into(),
+                        message: e.to_string(),
+                    }
                 })?,
+            ),
         };
         metrics
             .broker_up
-            .set(if broker.is_up() { 1.0 } else { 0.0 });
-        Ok(Arc::new(Node {
+            .set(if brokers.cluster.is_up() { 1.0 } else { 0.0 });
+        let (chores, rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Node {
             config,
             namespaces,
             auth,
             hub,
-            broker,
+            brokers,
             metrics,
             started: Instant::now(),
             draining: AtomicBool::new(false),
-        }))
+            chores,
+            presence_cache: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(janitor(Arc::downgrade(&node), rx));
+        Ok(node)
     }
 
     pub fn node_id(&self) -> &str {
@@ -123,7 +110,12 @@ impl Node {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.broker.is_up()
+        !self.is_draining() && self.brokers.cluster.is_up()
+    }
+
+    /// Queues broker work for the janitor.
+    pub fn chore(&self, c: Chore) {
+        let _ = self.chores.send(c);
     }
 
     /// Subscribes `conn` to `ch` and queues `subscribed` (with `id`) and, when `since`
@@ -141,16 +133,30 @@ impl Node {
         let _guard = self.hub.channel_lock(ch).lock().await;
         let first = !self.hub.has_subscribers(ch);
         if first {
-            self.hub.ensure_channel(ch);
-            if let Err(e) = self.broker.subscribe(ch).await {
+            if !self
+                .hub
+                .ensure_channel(ch, self.config.limits.max_channels_per_namespace)
+            {
+                return Err(BrokerError::Limit(format!(
+                    "limits.max_channels_per_namespace reached for namespace {}",
+                    ch.namespace()
+                )));
+            }
+            let opts = SubscribeOpts::of(ns, &self.config.events);
+            if let Err(e) = self.brokers.broker.subscribe(ch, &opts).await {
                 self.hub.remove_channel_if_empty(ch);
                 return Err(e);
             }
+        } else if !self.brokers.cluster.is_up() {
+            // Local subscribers already there, but publications from elsewhere cannot
+            // arrive now: saying `subscribed` would promise what cannot be kept.
+            return Err(BrokerError::Unavailable("broker unavailable".into()));
         }
         let result = self.attach(conn, ch, ns, since, id, reply).await;
         if result.is_err() && first && self.hub.remove_channel_if_empty(ch) {
             // Best effort: the broker interest is dropped again on failure.
-            let _ = self.broker.unsubscribe(ch).await;
+            let opts = SubscribeOpts::of(ns, &self.config.events);
+            let _ = self.brokers.broker.unsubscribe(ch, &opts).await;
         }
         result
     }
@@ -167,11 +173,10 @@ impl Node {
         let Some(opts) = HistoryOpts::of(ns) else {
             let body = Subscribed {
                 channel: ch.to_string(),
-                offset: None,
-                epoch: None,
                 recovered: since.map(|_| false),
+                ..Subscribed::default()
             };
-            let bytes = encode("subscribed", id, None, &body);
+            let bytes = ServerMessage::Subscribed(&body).to_bytes(id);
             let _ = self.hub.add_subscriber(ch, conn, None, || {
                 if reply {
                     conn.outbox.push_data(bytes, None);
@@ -183,30 +188,35 @@ impl Node {
         // storm the last read is still consistent because the hub re-checks it.
         for _ in 0..100 {
             let page = self
+                .brokers
                 .broker
                 .history(ch, opts, since.map(|s| s.offset), None)
                 .await?;
-            let recovered = since.map(|s| recovery_ok(s, &page));
+            let recovered = since.map(|s| recoverable(s.offset, &s.epoch, &page));
             let body = Subscribed {
                 channel: ch.to_string(),
                 offset: Some(page.offset),
                 epoch: Some(page.epoch.clone()),
                 recovered,
+                ..Subscribed::default()
             };
-            let bytes = encode("subscribed", id, None, &body);
-            let epoch: Arc<str> = Arc::from(page.epoch.as_str());
-            let added = self
-                .hub
-                .add_subscriber(ch, conn, Some((page.offset, &epoch)), || {
-                    if reply {
-                        conn.outbox.push_data(bytes, None);
+            let bytes = ServerMessage::Subscribed(&body).to_bytes(id);
+            let newest = page
+                .publications
+                .last()
+                .filter(|p| p.offset == Some(page.offset))
+                .and_then(|p| p.entry_id.clone());
+            let read = Position::new(&page.epoch, page.offset, newest);
+            let added = self.hub.add_subscriber(ch, conn, Some(&read), || {
+                if reply {
+                    conn.outbox.push_data(bytes, None);
+                }
+                if recovered == Some(true) {
+                    for p in &page.publications {
+                        conn.outbox.push_data(p.bytes().clone(), None);
                     }
-                    if recovered == Some(true) {
-                        for p in &page.publications {
-                            conn.outbox.push_data(p.bytes().clone(), None);
-                        }
-                    }
-                });
+                }
+            });
             if added.is_ok() {
                 return Ok(body);
             }
@@ -216,20 +226,27 @@ impl Node {
         ))
     }
 
-    /// Removes `conn` from `ch`; drops the broker interest after the last local one.
-    pub async fn unsubscribe(&self, conn: &ConnHandle, ch: &ChannelName) {
-        let _guard = self.hub.channel_lock(ch).lock().await;
-        if self.hub.remove_subscriber(ch, conn.id) && self.hub.remove_channel_if_empty(ch) {
-            if let Err(e) = self.broker.unsubscribe(ch).await {
-                tracing::warn!(channel = %ch, error = %e, "broker unsubscribe failed");
-            }
+    /// Removes `conn` from `ch` at once; the broker interest is dropped by the janitor
+    /// after the last local subscriber left (unless someone subscribed again).
+    pub fn unsubscribe(&self, conn: &ConnHandle, ch: &ChannelName) {
+        if self.hub.remove_subscriber(ch, conn.id) {
+            self.chore(Chore::Unsubscribe(ch.clone()));
         }
     }
 
     /// Publishes through the broker, timing it.
-    pub async fn publish(&self, p: Publication, ns: &Namespace) -> Result<Published, BrokerError> {
+    pub async fn publish(
+        &self,
+        p: Publication,
+        ns: &Namespace,
+        idempotency: Option<(String, Duration)>,
+    ) -> Result<Published, BrokerError> {
         let start = Instant::now();
-        let r = self.broker.publish(p, HistoryOpts::of(ns)).await;
+        let opts = PublishOpts {
+            history: HistoryOpts::of(ns),
+            idempotency,
+        };
+        let r = self.brokers.broker.publish(p, &opts).await;
         self.metrics
             .broker_publish
             .record(start.elapsed().as_secs_f64());
@@ -244,25 +261,35 @@ impl Node {
         limit: Option<usize>,
     ) -> Result<Option<HistoryPage>, BrokerError> {
         match HistoryOpts::of(ns) {
-            Some(opts) => self.broker.history(ch, opts, since, limit).await.map(Some),
+            Some(opts) => self
+                .brokers
+                .broker
+                .history(ch, opts, since, limit)
+                .await
+                .map(Some),
             None => Ok(None),
         }
     }
 
-    pub async fn presence(&self, ch: &ChannelName) -> Result<PresenceView, BrokerError> {
-        let entries = self.broker.presence(ch).await?;
-        let mut users = std::collections::HashSet::new();
-        for e in &entries {
-            if let Some(u) = e.client.user_id.as_ref().or(e.client.session_id.as_ref()) {
-                users.insert(u.clone());
+    /// The channel's presence: exact counts, at most 1,000 clients, cached a moment.
+    pub async fn presence(&self, ch: &ChannelName) -> Result<Presence, BrokerError> {
+        if let Some((at, view)) = self.presence_cache.lock().get(ch) {
+            if at.elapsed() < PRESENCE_CACHE {
+                return Ok(view.clone());
             }
         }
-        Ok(PresenceView {
-            count: entries.len(),
-            users: users.len(),
-            clients: entries
+        let set = self
+            .brokers
+            .presence
+            .presence(ch, PRESENCE_CLIENTS_CAP)
+            .await?;
+        let view = Presence {
+            channel: None,
+            count: set.count,
+            users: set.users,
+            clients: set
+                .entries
                 .into_iter()
-                .take(PRESENCE_CLIENTS_CAP)
                 .map(|e| PresenceClient {
                     conn_id: e.conn_id,
                     user_id: e.client.user_id,
@@ -270,7 +297,13 @@ impl Node {
                     info: e.client.info,
                 })
                 .collect(),
-        })
+        };
+        let mut cache = self.presence_cache.lock();
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < PRESENCE_CACHE);
+        }
+        cache.insert(ch.clone(), (Instant::now(), view.clone()));
+        Ok(view)
     }
 
     /// Records presence and announces `join` where the namespace asks for it.
@@ -280,11 +313,12 @@ impl Node {
         }
         let client = conn.who().client_info();
         if ns.tracks_presence() {
+            self.presence_cache.lock().remove(ch);
             let entry = PresenceEntry {
                 conn_id: conn.id.to_string(),
                 client: client.clone(),
             };
-            if let Err(e) = self.broker.presence_add(ch, entry).await {
+            if let Err(e) = self.brokers.presence.presence_add(ch, entry).await {
                 tracing::warn!(channel = %ch, error = %e, "presence add failed");
             }
         }
@@ -294,14 +328,23 @@ impl Node {
     }
 
     /// Removes presence and announces `leave`.
-    pub async fn left(&self, conn: &ConnHandle, ch: &ChannelName, ns: &Namespace) {
+    pub async fn left(&self, conn: ConnId, ch: &ChannelName, client: &ClientInfo) {
+        let Some(ns) = self.namespaces.get(ch.namespace()) else {
+            return;
+        };
         if ns.tracks_presence() {
-            if let Err(e) = self.broker.presence_remove(ch, &conn.id.to_string()).await {
-                tracing::warn!(channel = %ch, error = %e, "presence remove failed");
+            self.presence_cache.lock().remove(ch);
+            if let Err(e) = self
+                .brokers
+                .presence
+                .presence_remove(ch, &conn.to_string())
+                .await
+            {
+                tracing::debug!(channel = %ch, error = %e, "presence remove failed (it expires)");
             }
         }
         if ns.join_leave {
-            self.announce(ch, "leave", &conn.who().client_info()).await;
+            self.announce(ch, "leave", client).await;
         }
     }
 
@@ -309,9 +352,14 @@ impl Node {
         let Ok(payload) = serde_json::value::to_raw_value(client) else {
             return;
         };
-        let mut p = Publication::new(ch.arc().clone(), event.to_owned(), payload);
+        let mut p = Publication::new(ch.clone(), event.to_owned(), payload);
         p.volatile = true;
-        if let Err(e) = self.broker.publish(p, None).await {
+        if let Err(e) = self
+            .brokers
+            .broker
+            .publish(p, &PublishOpts::default())
+            .await
+        {
             tracing::warn!(channel = %ch, error = %e, event, "announce failed");
         }
     }
@@ -320,7 +368,6 @@ impl Node {
     pub fn report(&self) -> NodeReport {
         NodeReport {
             node: self.stats(),
-            users: self.hub.user_count(),
             channels: self.hub.channels(None),
         }
     }
@@ -328,7 +375,7 @@ impl Node {
     /// Every live node's entry, this one's fresh (the registry may lag by a beat).
     pub async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
         let mut all = vec![self.report()];
-        for r in self.broker.cluster().await? {
+        for r in self.brokers.cluster.cluster().await? {
             if r.node["node_id"] != self.node_id() {
                 all.push(r);
             }
@@ -348,38 +395,62 @@ impl Node {
     }
 }
 
-/// Whether history can fill the gap after `since` (SPEC 5.3).
-fn recovery_ok(since: &Since, page: &HistoryPage) -> bool {
-    if since.epoch != page.epoch || since.offset > page.offset {
-        return false;
+/// Runs chores, many at once; one that fails because the broker is down waits and
+/// is tried again (the user registry must not keep a closed connection), so the
+/// connections that queued them never wait. Order between chores does not matter:
+/// an unsubscribe re-checks under the channel lock that nobody subscribed again.
+async fn janitor(node: std::sync::Weak<Node>, mut rx: mpsc::UnboundedReceiver<Chore>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    while let Some(chore) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            run_chore(node, chore).await;
+            drop(permit);
+        });
     }
-    if since.offset == page.offset {
-        return true;
-    }
-    // Everything after `since` must still be kept: the first kept one is since+1.
-    page.publications.first().and_then(|p| p.offset) == Some(since.offset + 1)
 }
 
-/// Bytes of a JSON array made of already-encoded publications.
-pub fn publications_json(pubs: &[Arc<Publication>]) -> Box<RawValue> {
-    let mut out = Vec::with_capacity(pubs.iter().map(|p| p.bytes().len() + 1).sum::<usize>() + 2);
-    out.push(b'[');
-    for (i, p) in pubs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+async fn run_chore(node: std::sync::Weak<Node>, chore: Chore) {
+    const RETRY_FOR: Duration = Duration::from_secs(3600);
+    let first = Instant::now();
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        let done = match &chore {
+            Chore::Unsubscribe(ch) => {
+                let _guard = node.hub.channel_lock(ch).lock().await;
+                if node.hub.remove_channel_if_empty(ch) {
+                    let opts = node
+                        .namespaces
+                        .get(ch.namespace())
+                        .map(|ns| SubscribeOpts::of(ns, &node.config.events))
+                        .unwrap_or_default();
+                    if let Err(e) = node.brokers.broker.unsubscribe(ch, &opts).await {
+                        tracing::debug!(channel = %ch, error = %e, "broker unsubscribe failed");
+                    }
+                }
+                true
+            }
+            Chore::Left(ch, conn, client) => {
+                node.left(*conn, ch, client).await;
+                true
+            }
+            Chore::UserGone(who, conn) => {
+                match node.brokers.cluster.user_disconnected(who, *conn).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "user registry cleanup failed; retrying");
+                        false
+                    }
+                }
+            }
+        };
+        if done || first.elapsed() > RETRY_FOR {
+            return;
         }
-        out.extend_from_slice(p.bytes());
+        drop(node);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    out.push(b']');
-    let text = String::from_utf8(out).unwrap_or_else(|_| "[]".to_owned());
-    RawValue::from_string(text).unwrap_or_else(|_| empty_array())
-}
-
-fn empty_array() -> Box<RawValue> {
-    RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| unreachable!("[] is JSON"))
-}
-
-/// Shared JSON bytes helper for replies built from `serde_json::Value`.
-pub fn json_bytes(v: &serde_json::Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }

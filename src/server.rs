@@ -94,7 +94,7 @@ pub async fn serve(
                 node.metrics.upkeep();
                 // The registry heartbeat: stats, users and channels for /api/stats and
                 // /api/channels on every node.
-                if let Err(e) = node.broker.report(&node.report()).await {
+                if let Err(e) = node.brokers.cluster.report(&node.report()).await {
                     tracing::debug!(error = %e, "registry heartbeat failed");
                 }
             }
@@ -171,7 +171,7 @@ pub async fn serve(
         _ = drain(&node) => {}
     }
     upkeep.abort();
-    node.broker.deregister().await;
+    node.brokers.cluster.deregister().await;
     tracing::info!("drained, exiting");
     Ok(())
 }

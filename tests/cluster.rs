@@ -311,8 +311,8 @@ async fn cluster_wide_commands_and_aggregates() {
     assert_eq!(stats["node"]["node_id"], "a");
     assert_eq!(stats["node"]["connections"], 1);
     assert_eq!(
-        stats["cluster"]["users"], 3,
-        "shared on a and b, other on b (summed per node)"
+        stats["cluster"]["users"], 2,
+        "distinct users: `shared` on a and b counts once, `other` on b (SPEC 6)"
     );
     let channels = eventually("channel counts aggregated over nodes", || async {
         let (_, v) = api_get(&b, "/api/channels?prefix=public:").await;

@@ -108,13 +108,14 @@ async fn publish_to(addr: std::net::SocketAddr, channel: &str, ty: &str) {
 }
 
 /// The node as its own process, so its open files can be counted: 5,000 sockets that
-/// connect and never send a byte hold at most `max_pending_handshakes` of them, and
-/// none once `handshake_timeout` has passed, while normal clients keep working.
+/// connect and never send a byte hold at most `max_pending_handshakes` of them (the
+/// handshake timeout is long here, so only the cap can explain it; the slowloris test
+/// covers the timeout), while normal clients keep connecting and receiving.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_half_open_connections_do_not_stop_a_normal_client() {
     let node = NodeProcess::start(
         "",
-        "[limits]\nhandshake_timeout = \"2s\"\nmax_pending_handshakes = 1024",
+        "[limits]\nhandshake_timeout = \"60s\"\nmax_pending_handshakes = 1024",
     )
     .await;
     let pid = node.child.id();
@@ -130,12 +131,11 @@ async fn idle_half_open_connections_do_not_stop_a_normal_client() {
     .flatten()
     .collect();
     assert!(idle.len() > 4000, "opened {} idle sockets", idle.len());
-    let during = open_files(pid);
-    assert!(
-        during <= baseline + 1024 + 16,
-        "the node holds {} sockets beyond its baseline during the flood",
-        during - baseline
-    );
+    // Dropping the oldest is asynchronous: the count settles within moments.
+    eventually("the node to hold at most the cap of idle sockets", || async move {
+        (open_files(pid) <= baseline + 1024 + 16).then_some(())
+    })
+    .await;
     // A connection made before the flood keeps receiving during it.
     publish_to(node.addr, "user:before", "during").await;
     before.until("during").await;
@@ -145,10 +145,5 @@ async fn idle_half_open_connections_do_not_stop_a_normal_client() {
     after.expect("auth_success").await;
     publish_to(node.addr, "user:after", "hello").await;
     after.until("hello").await;
-    // No idle socket is kept past the handshake timeout.
-    eventually("the node to drop every idle socket", || async move {
-        (open_files(pid) <= baseline + 4).then_some(())
-    })
-    .await;
     drop(idle);
 }

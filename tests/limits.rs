@@ -284,3 +284,43 @@ async fn websocket_pings_count_toward_the_rate() {
     );
     assert!(pongs >= 5, "within the burst pings are answered: {pongs}");
 }
+
+/// SPEC 7 `limits.send_queue_bytes`: a client that asks for history and never reads
+/// cannot park more than the byte budget on its socket. On the old code 1,000 history
+/// replies of ~100 KB each (under the 1,024-message `send_queue`) were all queued:
+/// ~100 MB for one socket, and no close.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_asks_for_history_and_never_reads_is_a_slow_consumer_by_bytes() {
+    let node = TestNode::start_with(
+        "",
+        "[limits]\nclient_rate = 100000\nclient_burst = 100000\nsend_queue_bytes = 2097152",
+    )
+    .await;
+    let blob = "x".repeat(1000);
+    for n in 0..100 {
+        node.publish("order:big", "e", json!({"n": n, "blob": blob}))
+            .await;
+    }
+    let mut c = RawClient::connect(
+        node.addr,
+        &format!(
+            "/ws?token={}",
+            token_with("reader", |c| c.allow = vec!["order:big".into()])
+        ),
+        Some(4096),
+    )
+    .await;
+    for i in 0..1000 {
+        c.send_text(&format!(
+            r#"{{"type":"history","id":"h{i}","payload":{{"channel":"order:big"}}}}"#
+        ))
+        .await;
+    }
+    let (code, texts) = c.until_close().await;
+    assert_eq!(code, Some(4010), "closed as a slow consumer");
+    let replies = texts.iter().filter(|t| t.contains("\"history\"")).count();
+    assert!(
+        replies < 100,
+        "cut off after about send_queue_bytes of replies, not {replies}"
+    );
+}

@@ -32,6 +32,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../clients/js/src/backoff.js"),
     ),
     ("errors.js", include_str!("../../clients/js/src/errors.js")),
+    (
+        "protocol.js",
+        include_str!("../../clients/js/src/protocol.js"),
+    ),
 ];
 /// The demo's order, granted to every demo user with a subscription token.
 const ORDER: &str = "order:demo-1001";

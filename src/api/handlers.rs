@@ -1,6 +1,8 @@
 //! One handler per endpoint; each validates its input and calls the node.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -12,32 +14,25 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{read_json, ApiError};
-use crate::broker::BrokerError;
+use crate::broker::{Control, Published, Target};
 use crate::channel::{ChannelName, Namespace};
-use crate::hub::Control;
+use crate::ids::ConnId;
 use crate::metrics::PUBLICATIONS;
-use crate::node::{publications_json, Node};
-use crate::protocol::{is_reserved, CloseCode, Publication};
-use std::collections::{BTreeMap, HashSet};
+use crate::node::Node;
+use crate::protocol::{
+    is_reserved, publications_json, raw_null, CloseCode, Publication, MAX_SAFE_INTEGER,
+};
 
 /// Upper bound of `/api/broadcast` channels.
 const MAX_BROADCAST: usize = 1000;
+/// Upper bound of an `idempotency_key` (SPEC 6).
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 fn resolve(node: &Node, name: &str) -> Result<(ChannelName, Namespace), ApiError> {
     node.namespaces
         .resolve(name)
         .map(|(c, ns)| (c, ns.clone()))
         .map_err(|_| ApiError::InvalidChannel(name.to_owned()))
-}
-
-fn broker_err(e: BrokerError) -> ApiError {
-    match e {
-        BrokerError::Unavailable(_) => ApiError::Unavailable,
-        BrokerError::Internal(m) => {
-            tracing::error!(error = %m, "broker error in API call");
-            ApiError::Internal
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -49,10 +44,7 @@ pub(super) struct PublishBody {
     #[serde(default)]
     volatile: bool,
     to: Option<String>,
-}
-
-fn null() -> Box<RawValue> {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+    idempotency_key: Option<String>,
 }
 
 fn check_type(ty: &str) -> Result<(), ApiError> {
@@ -65,30 +57,47 @@ fn check_type(ty: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn publish_one(
-    node: &Node,
-    ch: &ChannelName,
-    ns: &Namespace,
-    ty: String,
-    payload: Box<RawValue>,
-    volatile: bool,
-    to: Option<String>,
-) -> Result<Value, ApiError> {
-    let mut p = Publication::new(ch.arc().clone(), ty, payload);
-    p.volatile = volatile;
-    p.to = to;
-    let r = node.publish(p, ns).await.map_err(broker_err)?;
-    node.metrics
-        .counter(PUBLICATIONS, "source", "api")
-        .increment(1);
+fn idempotency(node: &Node, key: Option<String>) -> Result<Option<(String, Duration)>, ApiError> {
+    match key {
+        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY => {
+            Err(ApiError::BadRequest(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )))
+        }
+        Some(k) => Ok(Some((k, node.config.api.idempotency_window))),
+        None => Ok(None),
+    }
+}
+
+fn published_json(r: &Published) -> Value {
     let mut out = json!({});
     if let Some(o) = r.offset {
         out["offset"] = json!(o);
     }
-    if let Some(e) = r.epoch {
+    if let Some(e) = &r.epoch {
         out["epoch"] = json!(e);
     }
-    Ok(out)
+    if r.duplicate {
+        out["duplicate"] = json!(true);
+    }
+    out
+}
+
+async fn publish_one(
+    node: &Node,
+    p: Publication,
+    ns: &Namespace,
+    idempotency: Option<(String, Duration)>,
+) -> Result<Value, ApiError> {
+    let r = node.publish(p, ns, idempotency).await?;
+    if r.duplicate {
+        node.metrics.idempotent_duplicates.increment(1);
+    } else {
+        node.metrics
+            .counter(PUBLICATIONS, "source", "api")
+            .increment(1);
+    }
+    Ok(published_json(&r))
 }
 
 pub(super) async fn publish(
@@ -98,10 +107,11 @@ pub(super) async fn publish(
     let b: PublishBody = read_json(&node, body, node.config.limits.max_message_size).await?;
     check_type(&b.ty)?;
     let (ch, ns) = resolve(&node, &b.channel)?;
-    let payload = b.payload.unwrap_or_else(null);
-    publish_one(&node, &ch, &ns, b.ty, payload, b.volatile, b.to)
-        .await
-        .map(Json)
+    let idem = idempotency(&node, b.idempotency_key)?;
+    let mut p = Publication::new(ch, b.ty, b.payload.unwrap_or_else(raw_null));
+    p.volatile = b.volatile;
+    p.to = b.to;
+    publish_one(&node, p, &ns, idem).await.map(Json)
 }
 
 #[derive(Deserialize)]
@@ -112,12 +122,13 @@ pub(super) struct BroadcastBody {
     payload: Option<Box<RawValue>>,
     #[serde(default)]
     volatile: bool,
+    idempotency_key: Option<String>,
 }
 
 pub(super) async fn broadcast(
     State(node): State<Arc<Node>>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = node.config.limits.max_message_size.saturating_mul(4);
     let b: BroadcastBody = read_json(&node, body, limit).await?;
     check_type(&b.ty)?;
@@ -126,35 +137,40 @@ pub(super) async fn broadcast(
             "at most {MAX_BROADCAST} channels"
         )));
     }
-    let payload = b.payload.unwrap_or_else(null);
+    let idem = idempotency(&node, b.idempotency_key)?;
+    let payload = b.payload.unwrap_or_else(raw_null);
     let mut results = Vec::with_capacity(b.channels.len());
+    let (mut published, mut unavailable) = (0, 0);
     for name in b.channels {
         let r = match resolve(&node, &name) {
             Ok((ch, ns)) => {
-                publish_one(
-                    &node,
-                    &ch,
-                    &ns,
-                    b.ty.clone(),
-                    payload.clone(),
-                    b.volatile,
-                    None,
-                )
-                .await
+                let mut p = Publication::new(ch, b.ty.clone(), payload.clone());
+                p.volatile = b.volatile;
+                publish_one(&node, p, &ns, idem.clone()).await
             }
             Err(e) => Err(e),
         };
         results.push(match r {
             Ok(mut v) => {
+                published += 1;
                 v["channel"] = json!(name);
                 v
             }
             Err(e) => {
+                if matches!(e, ApiError::Unavailable | ApiError::Unknown) {
+                    unavailable += 1;
+                }
                 json!({"channel": name, "error": {"code": e.code(), "message": e.to_string()}})
             }
         });
     }
-    Ok(Json(json!({ "results": results })))
+    // Nothing published because the broker is down: the caller must retry (SPEC 6).
+    let status = if published == 0 && unavailable > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "results": results }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -180,23 +196,25 @@ pub(super) async fn disconnect(
             )))
         }
     };
-    let given = [&b.user_id, &b.session_id, &b.conn_id]
-        .iter()
-        .filter(|v| v.is_some())
-        .count();
-    if given != 1 {
-        return Err(ApiError::BadRequest(
-            "give exactly one of user_id, session_id, conn_id".into(),
-        ));
-    }
+    let target = match (b.user_id, b.session_id, b.conn_id) {
+        (Some(u), None, None) => Target::User(u),
+        (None, Some(s), None) => Target::Session(s),
+        (None, None, Some(c)) => Target::Conn(
+            ConnId::parse(&c)
+                .ok_or_else(|| ApiError::BadRequest("conn_id is 16 hex digits".into()))?,
+        ),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of user_id, session_id, conn_id".into(),
+            ))
+        }
+    };
     let cmd = Control::Disconnect {
-        user_id: b.user_id,
-        session_id: b.session_id,
-        conn_id: b.conn_id,
+        target,
         code,
         reason: b.reason,
     };
-    node.broker.control(cmd).await.map_err(broker_err)?;
+    node.brokers.cluster.control(cmd).await?;
     Ok(Json(json!({})))
 }
 
@@ -211,12 +229,12 @@ pub(super) async fn subscribe(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(&node, body, node.config.limits.max_message_size).await?;
-    let (ch, _) = resolve(&node, &b.channel)?;
+    let (channel, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Subscribe {
         user_id: b.user_id,
-        channel: ch.to_string(),
+        channel,
     };
-    node.broker.control(cmd).await.map_err(broker_err)?;
+    node.brokers.cluster.control(cmd).await?;
     Ok(Json(json!({})))
 }
 
@@ -225,12 +243,12 @@ pub(super) async fn unsubscribe(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: UserChannelBody = read_json(&node, body, node.config.limits.max_message_size).await?;
-    let (ch, _) = resolve(&node, &b.channel)?;
+    let (channel, _) = resolve(&node, &b.channel)?;
     let cmd = Control::Unsubscribe {
         user_id: b.user_id,
-        channel: ch.to_string(),
+        channel,
     };
-    node.broker.control(cmd).await.map_err(broker_err)?;
+    node.brokers.cluster.control(cmd).await?;
     Ok(Json(json!({})))
 }
 
@@ -245,7 +263,7 @@ pub(super) async fn presence(
             ch.namespace()
         )));
     }
-    let view = node.presence(&ch).await.map_err(broker_err)?;
+    let view = node.presence(&ch).await?;
     Ok(Json(
         json!({"count": view.count, "users": view.users, "clients": view.clients}),
     ))
@@ -253,21 +271,30 @@ pub(super) async fn presence(
 
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {
-    limit: Option<usize>,
+    limit: Option<u64>,
     since: Option<u64>,
 }
 
 pub(super) async fn history(
     State(node): State<Arc<Node>>,
     Path(channel): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "limit and since are integers from 0 to 2^53-1: {e}"
+        ))
+    })?;
+    for v in [q.limit, q.since].into_iter().flatten() {
+        if v > MAX_SAFE_INTEGER {
+            return Err(ApiError::BadRequest(
+                "limit and since are integers from 0 to 2^53-1".into(),
+            ));
+        }
+    }
     let (ch, ns) = resolve(&node, &channel)?;
-    match node
-        .history(&ch, &ns, q.since, q.limit)
-        .await
-        .map_err(broker_err)?
-    {
+    let limit = q.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    match node.history(&ch, &ns, q.since, limit).await? {
         Some(page) => Ok(Json(json!({
             "publications": publications_json(&page.publications),
             "offset": page.offset,
@@ -290,7 +317,7 @@ pub(super) async fn channels(
     Query(q): Query<ChannelsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let mut totals: BTreeMap<String, usize> = BTreeMap::new();
-    for report in node.cluster().await.map_err(broker_err)? {
+    for report in node.cluster().await? {
         for (channel, n) in report.channels {
             if q.prefix.as_deref().is_none_or(|p| channel.starts_with(p)) {
                 *totals.entry(channel).or_default() += n;
@@ -305,13 +332,13 @@ pub(super) async fn channels(
 }
 
 pub(super) async fn stats(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
-    let reports = node.cluster().await.map_err(broker_err)?;
+    let reports = node.cluster().await?;
+    // Distinct users and sessions connected anywhere: a user on two nodes counts once.
+    let users = node.brokers.cluster.user_count().await?;
     let mut channels: HashSet<&str> = HashSet::new();
-    let (mut connections, mut users) = (0u64, 0usize);
+    let mut connections = 0u64;
     for r in &reports {
         connections += r.node["connections"].as_u64().unwrap_or(0);
-        // Summed per node: a user connected to two nodes counts on each.
-        users += r.users;
         channels.extend(r.channels.iter().map(|(c, _)| c.as_str()));
     }
     let nodes: Vec<&Value> = reports.iter().map(|r| &r.node).collect();

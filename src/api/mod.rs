@@ -22,37 +22,70 @@ use crate::node::Node;
 /// Every way an API call fails; `status()` and `code()` are its only mapping.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The body or query is not what the endpoint takes (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A malformed channel name or one of an unconfigured namespace (400).
     #[error("invalid channel {0:?}")]
     InvalidChannel(String),
+    /// A publication named like a reserved message type (400).
     #[error("`{0}` is a reserved type")]
     ReservedType(String),
+    /// A configured limit refused it, e.g. `state_max_keys` (400).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// No API key, a wrong one, or a node without `api.key` (401).
     #[error("missing or wrong API key")]
     Unauthorized,
+    /// No such endpoint, or a feature the namespace does not have (404).
     #[error("{0}")]
     NotFound(String),
+    /// A body over `limits.max_message_size` (413).
     #[error("body larger than limits.max_message_size")]
     TooLarge,
+    /// A body that did not arrive within `limits.handshake_timeout` (408).
     #[error("request body not received within limits.handshake_timeout")]
     Timeout,
+    /// The broker is unreachable: nothing was done, retry (503).
     #[error("broker unavailable: not done, retry")]
     Unavailable,
+    /// The broker got the request but did not answer in time: it may have been done;
+    /// a retry with the same idempotency_key is safe (503).
+    #[error("broker did not answer in time: the outcome is unknown; retry with the same idempotency_key")]
+    Unknown,
+    /// A bug or an unexpected broker answer (500).
     #[error("internal error")]
     Internal,
+}
+
+impl From<crate::broker::BrokerError> for ApiError {
+    fn from(e: crate::broker::BrokerError) -> ApiError {
+        use crate::broker::BrokerError;
+        match e {
+            BrokerError::Unavailable(_) => ApiError::Unavailable,
+            BrokerError::Unknown(_) => ApiError::Unknown,
+            BrokerError::Refused(m) => ApiError::BadRequest(m),
+            BrokerError::Limit(m) => ApiError::LimitExceeded(m),
+            BrokerError::Internal(m) => {
+                tracing::error!(error = %m, "broker error in API call");
+                ApiError::Internal
+            }
+        }
+    }
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidChannel(_) | ApiError::ReservedType(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadRequest(_)
+            | ApiError::InvalidChannel(_)
+            | ApiError::ReservedType(_)
+            | ApiError::LimitExceeded(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Unknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,11 +95,12 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidChannel(_) => "invalid_channel",
             ApiError::ReservedType(_) => "reserved_type",
+            ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge => "too_large",
             ApiError::Timeout => "timeout",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::Unknown => "unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -89,8 +123,11 @@ fn endpoint_label(path: &str) -> &'static str {
         "/api/unsubscribe" => "unsubscribe",
         "/api/channels" => "channels",
         "/api/stats" => "stats",
+        "/api/revoke" => "revoke",
         p if p.starts_with("/api/presence/") => "presence",
         p if p.starts_with("/api/history/") => "history",
+        p if p.starts_with("/api/state/") => "state",
+        p if p.starts_with("/api/unread/") => "unread",
         _ => "other",
     }
 }

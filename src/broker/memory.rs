@@ -1,49 +1,70 @@
 //! The embedded broker: one node, everything in process. Publications go straight to
-//! the local hub; history and presence are kept in memory with the same bounds
-//! (size, TTL) and the same offsets and epochs a Redis broker gives.
+//! the sink; history, presence and the per-user registry are kept in memory with the
+//! same bounds (size, TTL), offsets, epochs and entry ids the Redis broker gives.
+//! Channels are spread over locked shards, so publishing on one channel never waits
+//! for another; a sweeper frees what expired on channels nobody touches again.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    Broker, BrokerError, Control, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, Published,
-    Sink,
+    Broker, BrokerError, Cluster, Control, HistoryOpts, HistoryPage, NodeReport, Presence,
+    PresenceEntry, PresenceSet, PublishOpts, Published, Sink, SubscribeOpts,
 };
 use crate::channel::ChannelName;
-use crate::ids::random_hex;
+use crate::config::{Config, EventKind, EventsConfig};
+use crate::events::{Event, Log};
+use crate::ids::{random_hex, ConnId};
 use crate::protocol::Publication;
 
+/// How long a channel's epoch and newest offset outlive its publications, as the
+/// Redis broker's meta key does: an idle channel keeps its offsets for a day.
+const META_GRACE: Duration = Duration::from_secs(24 * 3600);
+const SHARDS: usize = 64;
+/// How often the sweeper looks for expired history.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 struct History {
-    epoch: String,
+    epoch: Arc<str>,
     /// Last offset assigned.
     top: u64,
     items: VecDeque<(Instant, Arc<Publication>)>,
+    ttl: Duration,
+    /// When the last publication was stored.
+    touched: Instant,
 }
 
 impl History {
-    fn new(epoch: String) -> History {
-        History {
-            epoch,
-            top: 0,
-            items: VecDeque::new(),
-        }
-    }
-
-    /// Drops what is past its TTL. Offsets and the epoch stay: a client whose gap
-    /// expired learns `recovered: false` from the missing offsets, and subscribers
-    /// that were live all along are not disturbed (the epoch changes only when the
-    /// history itself is lost, i.e. with this process).
-    fn expire(&mut self, opts: HistoryOpts, now: Instant) {
+    /// Drops what is past its TTL. Offsets and the epoch stay (for `META_GRACE`): a
+    /// client whose gap expired learns `recovered: false` from the missing offsets,
+    /// and subscribers that were live all along are not disturbed.
+    fn expire(&mut self, now: Instant) {
         while self
             .items
             .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) >= opts.ttl)
+            .is_some_and(|(t, _)| now.duration_since(*t) >= self.ttl)
         {
             self.items.pop_front();
+        }
+    }
+
+    fn forgotten(&self, now: Instant) -> bool {
+        self.items.is_empty() && now.duration_since(self.touched) >= self.ttl + META_GRACE
+    }
+}
+
+impl History {
+    fn new(ttl: Duration, now: Instant) -> History {
+        History {
+            epoch: Arc::from(random_hex(8)),
+            top: 0,
+            items: VecDeque::new(),
+            ttl,
+            touched: now,
         }
     }
 }
@@ -52,26 +73,97 @@ impl History {
 struct ChannelState {
     history: Option<History>,
     presence: HashMap<String, PresenceEntry>,
+    /// The node has subscribers (one node: occupied).
+    occupied: bool,
 }
 
+impl ChannelState {
+    fn is_empty(&self) -> bool {
+        self.history.is_none() && self.presence.is_empty() && !self.occupied
+    }
+}
+
+type Shard = Mutex<HashMap<ChannelName, ChannelState>>;
+
 pub struct MemoryBroker {
-    /// Epoch of every channel that has never lost its history in this process. Reads
-    /// of a channel nobody published to create nothing (clients cannot grow memory by
-    /// asking), yet report the epoch its first publication will have.
-    base_epoch: String,
-    // A sync mutex held while a publication is handed to the sink: this is what keeps
-    // per-channel order, and the sink never awaits.
-    channels: Mutex<HashMap<ChannelName, ChannelState>>,
+    // Sync mutexes, one per shard of channels: a publication is handed to the sink
+    // under its shard's lock, which is what keeps per-channel order (the sink never
+    // awaits), and publications on other shards go on meanwhile.
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Connections per user (or session) key, in registration order.
+    users: Mutex<HashMap<String, Vec<ConnId>>>,
+    /// Idempotency keys per channel: the first result and when it is forgotten.
+    // Its own lock: looked up before the shard's, and swept by time.
+    idempotency: Mutex<HashMap<(ChannelName, String), (Instant, Published)>>,
     sink: Arc<dyn Sink>,
+    node_id: String,
+    emit: EventsConfig,
+    /// The events this broker emitted, for webhooks.
+    pub events: Arc<Log>,
 }
 
 impl MemoryBroker {
-    pub fn new(sink: Arc<dyn Sink>) -> MemoryBroker {
-        MemoryBroker {
-            base_epoch: random_hex(8),
-            channels: Mutex::new(HashMap::new()),
+    pub fn new(config: &Config, sink: Arc<dyn Sink>) -> Arc<MemoryBroker> {
+        let broker = Arc::new(MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            users: Mutex::new(HashMap::new()),
+            idempotency: Mutex::new(HashMap::new()),
             sink,
+            node_id: config.node_id.clone(),
+            emit: config.events.clone(),
+            events: Arc::new(Log::new(config.events.maxlen)),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(sweep(Arc::downgrade(&broker)));
         }
+        broker
+    }
+
+    fn emit(&self, kind: EventKind, e: impl FnOnce(Event) -> Event) {
+        if self.emit.emits(kind) {
+            self.events
+                .append(e(Event::new(kind, &self.node_id, serde_json::json!({}))));
+        }
+    }
+
+    fn shard(&self, ch: &ChannelName) -> &Shard {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(ch.as_str()) as usize) % SHARDS]
+    }
+
+    /// Frees expired publications, and channels whose history is forgotten and that
+    /// hold no presence. Returns how many channels are left (for tests).
+    pub fn sweep_now(&self, now: Instant) -> usize {
+        let mut left = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            map.retain(|_, state| {
+                if let Some(h) = &mut state.history {
+                    h.expire(now);
+                    // Kept while subscribed: their offsets stay valid.
+                    if h.forgotten(now) && !state.occupied {
+                        state.history = None;
+                    }
+                }
+                !state.is_empty()
+            });
+            left += map.len();
+        }
+        self.idempotency.lock().retain(|_, (until, _)| *until > now);
+        left
+    }
+}
+
+/// Runs `sweep_now` every second while the broker lives.
+async fn sweep(broker: Weak<MemoryBroker>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        b.sweep_now(Instant::now());
     }
 }
 
@@ -80,26 +172,42 @@ impl Broker for MemoryBroker {
     async fn publish(
         &self,
         mut p: Publication,
-        history: Option<HistoryOpts>,
+        opts: &PublishOpts,
     ) -> Result<Published, BrokerError> {
-        let ch =
-            ChannelName::parse(&p.channel).map_err(|e| BrokerError::Internal(e.to_string()))?;
-        let mut channels = self.channels.lock();
+        // The key is held from the look-up to the publish, so two callers with one
+        // key cannot both publish (SPEC 6).
+        let mut seen = opts.idempotency.as_ref().map(|_| self.idempotency.lock());
+        if let (Some(seen), Some((key, _))) = (&seen, &opts.idempotency) {
+            if let Some((until, first)) = seen.get(&(p.channel.clone(), key.clone())) {
+                if *until > Instant::now() {
+                    return Ok(Published {
+                        duplicate: true,
+                        ..first.clone()
+                    });
+                }
+            }
+        }
+        let channel = p.channel.clone();
+        let mut shard = self.shard(&p.channel).lock();
         let mut published = Published::default();
-        let stored = match history {
-            Some(opts) if !p.volatile && p.to.is_none() => {
+        let stored = match opts.history {
+            Some(opts) if p.storable() => {
                 let now = Instant::now();
-                let state = channels.entry(ch).or_default();
+                let state = shard.entry(p.channel.clone()).or_default();
                 let h = state
                     .history
-                    .get_or_insert_with(|| History::new(self.base_epoch.clone()));
-                h.expire(opts, now);
+                    .get_or_insert_with(|| History::new(opts.ttl, now));
+                h.ttl = opts.ttl;
+                h.touched = now;
+                h.expire(now);
                 h.top += 1;
                 p.offset = Some(h.top);
-                p.epoch = Some(Arc::from(h.epoch.as_str()));
+                p.epoch = Some(h.epoch.clone());
+                p.entry_id = Some(Arc::from(random_hex(6)));
                 published = Published {
                     offset: Some(h.top),
-                    epoch: Some(h.epoch.clone()),
+                    epoch: Some(h.epoch.to_string()),
+                    duplicate: false,
                 };
                 let p = Arc::new(p);
                 h.items.push_back((now, p.clone()));
@@ -112,33 +220,71 @@ impl Broker for MemoryBroker {
         };
         // In-process delivery is always contiguous: no gap or epoch change can occur.
         let _ = self.sink.deliver(&stored);
+        drop(shard);
+        if let (Some(seen), Some((key, window))) = (&mut seen, &opts.idempotency) {
+            seen.insert(
+                (channel, key.clone()),
+                (Instant::now() + *window, published.clone()),
+            );
+        }
         Ok(published)
     }
 
-    async fn subscribe(&self, _ch: &ChannelName) -> Result<(), BrokerError> {
+    async fn subscribe(&self, ch: &ChannelName, opts: &SubscribeOpts) -> Result<(), BrokerError> {
+        let occupied = {
+            let mut shard = self.shard(ch).lock();
+            let state = shard.entry(ch.clone()).or_default();
+            if let Some(h) = opts.history {
+                state
+                    .history
+                    .get_or_insert_with(|| History::new(h.ttl, Instant::now()));
+            }
+            !std::mem::replace(&mut state.occupied, true)
+        };
+        if occupied && opts.channel_events {
+            self.emit(EventKind::Occupied, |e| {
+                e.channel(ch.as_str()).data_channel(ch.as_str())
+            });
+        }
         Ok(())
     }
 
-    async fn unsubscribe(&self, _ch: &ChannelName) -> Result<(), BrokerError> {
+    async fn unsubscribe(&self, ch: &ChannelName, opts: &SubscribeOpts) -> Result<(), BrokerError> {
+        let vacated = {
+            let mut shard = self.shard(ch).lock();
+            let Some(state) = shard.get_mut(ch) else {
+                return Ok(());
+            };
+            let was = std::mem::replace(&mut state.occupied, false);
+            // An epoch nothing was published under goes with its subscribers.
+            if state.history.as_ref().is_some_and(|h| h.top == 0) {
+                state.history = None;
+            }
+            if state.is_empty() {
+                shard.remove(ch);
+            }
+            was
+        };
+        if vacated && opts.channel_events {
+            self.emit(EventKind::Vacated, |e| {
+                e.channel(ch.as_str()).data_channel(ch.as_str())
+            });
+        }
         Ok(())
     }
 
     async fn history(
         &self,
         ch: &ChannelName,
-        opts: HistoryOpts,
+        _opts: HistoryOpts,
         since: Option<u64>,
         limit: Option<usize>,
     ) -> Result<HistoryPage, BrokerError> {
-        let mut channels = self.channels.lock();
-        let Some(h) = channels.get_mut(ch).and_then(|s| s.history.as_mut()) else {
-            return Ok(HistoryPage {
-                publications: Vec::new(),
-                offset: 0,
-                epoch: self.base_epoch.clone(),
-            });
+        let mut shard = self.shard(ch).lock();
+        let Some(h) = shard.get_mut(ch).and_then(|s| s.history.as_mut()) else {
+            return Ok(HistoryPage::default());
         };
-        h.expire(opts, Instant::now());
+        h.expire(Instant::now());
         let mut pubs: Vec<Arc<Publication>> = h
             .items
             .iter()
@@ -153,17 +299,20 @@ impl Broker for MemoryBroker {
         Ok(HistoryPage {
             publications: pubs,
             offset: h.top,
-            epoch: h.epoch.clone(),
+            epoch: h.epoch.to_string(),
         })
     }
+}
 
+#[async_trait]
+impl Presence for MemoryBroker {
     async fn presence_add(
         &self,
         ch: &ChannelName,
         entry: PresenceEntry,
     ) -> Result<(), BrokerError> {
-        let mut channels = self.channels.lock();
-        channels
+        self.shard(ch)
+            .lock()
             .entry(ch.clone())
             .or_default()
             .presence
@@ -172,46 +321,90 @@ impl Broker for MemoryBroker {
     }
 
     async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError> {
-        let mut channels = self.channels.lock();
-        if let Some(state) = channels.get_mut(ch) {
+        let mut shard = self.shard(ch).lock();
+        if let Some(state) = shard.get_mut(ch) {
             state.presence.remove(conn_id);
-            if state.presence.is_empty() && state.history.is_none() {
-                channels.remove(ch);
+            if state.is_empty() {
+                shard.remove(ch);
             }
         }
         Ok(())
     }
 
-    async fn presence(&self, ch: &ChannelName) -> Result<Vec<PresenceEntry>, BrokerError> {
-        let channels = self.channels.lock();
-        Ok(channels
-            .get(ch)
-            .map(|s| s.presence.values().cloned().collect())
-            .unwrap_or_default())
+    async fn presence(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError> {
+        let shard = self.shard(ch).lock();
+        let Some(state) = shard.get(ch) else {
+            return Ok(PresenceSet::default());
+        };
+        let users: HashSet<String> = state.presence.values().map(PresenceEntry::who).collect();
+        Ok(PresenceSet {
+            count: state.presence.len(),
+            users: users.len(),
+            entries: state.presence.values().take(limit).cloned().collect(),
+        })
     }
+}
 
-    async fn user_connected(&self, user: &str, conn_id: &str) -> Result<Vec<String>, BrokerError> {
-        let mut ids = self.user_connections(user).await?;
-        if !ids.iter().any(|c| c == conn_id) {
-            ids.push(conn_id.to_owned());
-        }
-        Ok(ids)
-    }
-
-    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
-        Ok(self.sink.user_connections(user))
-    }
-
-    /// The hub forgets connections itself when they end.
-    async fn user_disconnected(&self, _user: &str, _conn_id: &str) {}
-
+#[async_trait]
+impl Cluster for MemoryBroker {
     async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
         self.sink.execute(&cmd);
         Ok(())
     }
 
+    async fn user_connected(&self, user: &str, conn: ConnId) -> Result<Vec<String>, BrokerError> {
+        let (list, online) = {
+            let mut users = self.users.lock();
+            let conns = users.entry(user.to_owned()).or_default();
+            let online = conns.is_empty();
+            if !conns.contains(&conn) {
+                conns.push(conn);
+            }
+            (conns.iter().map(ConnId::to_string).collect(), online)
+        };
+        if online {
+            self.emit(EventKind::UserOnline, |e| {
+                e.who(user).conn(&conn.to_string())
+            });
+        }
+        Ok(list)
+    }
+
+    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self
+            .users
+            .lock()
+            .get(user)
+            .map(|c| c.iter().map(ConnId::to_string).collect())
+            .unwrap_or_default())
+    }
+
+    async fn user_disconnected(&self, user: &str, conn: ConnId) -> Result<(), BrokerError> {
+        let offline = {
+            let mut users = self.users.lock();
+            match users.get_mut(user) {
+                Some(conns) => {
+                    let before = conns.len();
+                    conns.retain(|c| *c != conn);
+                    let gone = conns.is_empty() && before > 0;
+                    if conns.is_empty() {
+                        users.remove(user);
+                    }
+                    gone
+                }
+                None => false,
+            }
+        };
+        if offline {
+            self.emit(EventKind::UserOffline, |e| {
+                e.who(user).conn(&conn.to_string())
+            });
+        }
+        Ok(())
+    }
+
     /// One node has no upstream consumers: there is nothing to forward to.
-    async fn forward(&self, _p: &Publication, _conn_id: &str) -> Result<(), BrokerError> {
+    async fn forward(&self, _p: &Publication, _conn: ConnId) -> Result<(), BrokerError> {
         Ok(())
     }
 
@@ -221,6 +414,10 @@ impl Broker for MemoryBroker {
 
     async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
         Ok(Vec::new())
+    }
+
+    async fn user_count(&self) -> Result<usize, BrokerError> {
+        Ok(self.users.lock().len())
     }
 
     async fn deregister(&self) {}

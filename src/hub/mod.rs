@@ -1,6 +1,7 @@
 //! The node's local registry: which connections exist, who they are, and which
 //! channels each is subscribed to; and the fan-out of a publication into the bounded
-//! queues of the local subscribers. Knows nothing of the broker or of sockets.
+//! queues of the local subscribers, after checking its offset against what this node
+//! delivered (`position`). It is the broker's [`Sink`]; it knows nothing of sockets.
 
 mod outbox;
 
@@ -14,9 +15,11 @@ use serde_json::value::RawValue;
 
 pub use outbox::{Item, Outbox, Pushed};
 
+use crate::broker::{Control, Delivery, Sink, Target};
 use crate::channel::ChannelName;
 pub use crate::ids::ConnId;
 use crate::metrics::Metrics;
+use crate::position::{judge, Position, Verdict};
 use crate::protocol::{ClientInfo, CloseCode, Publication};
 
 /// Who a connection currently is; changes when an anonymous session authenticates.
@@ -47,10 +50,10 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(id: ConnId, send_queue: usize) -> ConnHandle {
+    pub fn new(id: ConnId, send_queue: usize, send_queue_bytes: usize) -> ConnHandle {
         ConnHandle {
             id,
-            outbox: Outbox::new(send_queue),
+            outbox: Outbox::new(send_queue, send_queue_bytes),
             who: RwLock::new(Who::default()),
         }
     }
@@ -76,63 +79,20 @@ struct Sub {
     skip_until: u64,
 }
 
-/// Where this node's delivery of a history channel stands (SPEC 5.8).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Position {
-    /// The history the offsets belong to; `None` until known.
-    pub epoch: Option<Arc<str>>,
-    /// The last offset delivered (or known to be at or before the subscribers' start).
-    pub offset: u64,
-}
-
 #[derive(Default)]
 struct Entry {
     subs: HashMap<ConnId, Sub>,
     // Updated by the one task that delivers this channel, read by subscribes: a plain
     // mutex taken under the shard's read lock for a few instructions.
     position: Mutex<Position>,
-}
-
-/// A cluster-wide command (`/api/disconnect`, `/api/subscribe`, `/api/unsubscribe`,
-/// per-user evictions), run by every node on its own connections.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Control {
-    Disconnect {
-        user_id: Option<String>,
-        session_id: Option<String>,
-        conn_id: Option<String>,
-        code: u16,
-        reason: Option<String>,
-    },
-    Subscribe {
-        user_id: String,
-        channel: String,
-    },
-    Unsubscribe {
-        user_id: String,
-        channel: String,
-    },
+    /// A subscriber read the channel's history: its gaps are filled after an
+    /// interruption of the broker path even while it has none yet.
+    numbered: bool,
 }
 
 /// The subscriber set moved while a subscribe read history: read it again.
 #[derive(Debug)]
 pub struct Retry;
-
-/// What the hub did with a publication.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// Fanned out (or no local subscribers to fan out to).
-    Delivered,
-    /// Its offset is not above the last delivered one: dropped.
-    Duplicate,
-    /// Offsets after `after` and before this one are missing: fill them from history
-    /// first, then deliver this one again.
-    Gap { after: u64 },
-    /// It belongs to another history than the one delivered so far: the channel's
-    /// subscribers were closed with 4012 and the position moved to the new history.
-    EpochChanged,
-}
 
 const SHARDS: usize = 64;
 
@@ -157,6 +117,8 @@ pub struct Hub {
     next_id: AtomicU64,
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
+    /// Channel entries per namespace (`limits.max_channels_per_namespace`).
+    per_namespace: Mutex<HashMap<String, usize>>,
     metrics: Arc<Metrics>,
 }
 
@@ -172,6 +134,7 @@ impl Hub {
             next_id: AtomicU64::new(rand::random::<u64>() >> 1),
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
+            per_namespace: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -274,14 +237,39 @@ impl Hub {
             .is_some_and(|e| !e.subs.is_empty())
     }
 
-    /// Makes sure deliveries for `ch` are tracked before the broker subscription is made.
-    pub fn ensure_channel(&self, ch: &ChannelName) {
+    fn count_channel(&self, ch: &ChannelName, delta: isize) {
+        let n = if delta > 0 {
+            self.channels.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.channels.fetch_sub(1, Ordering::Relaxed) - 1
+        };
+        self.metrics.channels.set(n as f64);
+        let mut per = self.per_namespace.lock();
+        let c = per.entry(ch.namespace().to_owned()).or_default();
+        *c = c.saturating_add_signed(delta);
+        if *c == 0 {
+            per.remove(ch.namespace());
+        }
+    }
+
+    /// Makes sure deliveries for `ch` are tracked before the broker subscription is
+    /// made; false when its namespace already has `max` channels here (0: no limit).
+    pub fn ensure_channel(&self, ch: &ChannelName, max: usize) -> bool {
         let mut shard = self.shard(ch.as_str()).write();
         if !shard.contains_key(ch) {
+            let full = max > 0
+                && self
+                    .per_namespace
+                    .lock()
+                    .get(ch.namespace())
+                    .is_some_and(|n| *n >= max);
+            if full {
+                return false;
+            }
             shard.insert(ch.clone(), Entry::default());
-            let n = self.channels.fetch_add(1, Ordering::Relaxed) + 1;
-            self.metrics.channels.set(n as f64);
+            self.count_channel(ch, 1);
         }
+        true
     }
 
     /// Drops the channel's entry when no one is subscribed; true when it did.
@@ -289,54 +277,60 @@ impl Hub {
         let mut shard = self.shard(ch.as_str()).write();
         if shard.get(ch).is_some_and(|e| e.subs.is_empty()) {
             shard.remove(ch);
-            let n = self.channels.fetch_sub(1, Ordering::Relaxed) - 1;
-            self.metrics.channels.set(n as f64);
+            self.count_channel(ch, -1);
             true
         } else {
             false
         }
     }
 
-    /// Adds a subscriber. `newest` is the history's newest offset the caller read (0
-    /// without history); if a newer publication was delivered since, the caller must
-    /// read again. `before` runs under the lock, so what it queues (the `subscribed`
-    /// reply, replayed history) precedes every live publication.
+    /// Adds a subscriber. `history` is what the caller read: the newest offset, the
+    /// epoch ("" when the channel has none) and the newest entry's id; if a newer
+    /// publication was delivered since, the caller must read again. `before` runs
+    /// under the lock, so what it queues (the `subscribed` reply, replayed history)
+    /// precedes every live publication.
     pub fn add_subscriber(
         &self,
         ch: &ChannelName,
         conn: &Arc<ConnHandle>,
-        history: Option<(u64, &Arc<str>)>,
+        history: Option<&Position>,
         before: impl FnOnce(),
     ) -> Result<(), Retry> {
         let mut shard = self.shard(ch.as_str()).write();
         let entry = shard.entry(ch.clone()).or_insert_with(|| {
-            let n = self.channels.fetch_add(1, Ordering::Relaxed) + 1;
-            self.metrics.channels.set(n as f64);
+            self.count_channel(ch, 1);
             Entry::default()
         });
-        let newest = history.map(|(o, _)| o).unwrap_or(0);
-        if let Some((newest, epoch)) = history {
+        entry.numbered |= history.is_some();
+        let newest = history.map(|h| h.offset).unwrap_or(0);
+        if let Some(read) = history {
             let mut pos = entry.position.lock();
-            match &pos.epoch {
-                None => {
-                    // First look at this channel's history: deliveries continue from here.
-                    pos.epoch = Some(epoch.clone());
-                    pos.offset = pos.offset.max(newest);
+            match (&pos.epoch, &read.epoch) {
+                (_, None) if pos.offset > 0 => {
+                    // History was lost since this node delivered (a flush): whoever
+                    // is subscribed holds void offsets (5.8).
+                    drop(pos);
+                    Self::close_all(entry, CloseCode::InsufficientState);
+                    *entry.position.lock() = read.clone();
                 }
-                Some(e) if e == epoch => {
+                (None, _) => {
+                    // First look at this channel's history: deliveries continue from here.
+                    if pos.offset > newest {
+                        return Err(Retry);
+                    }
+                    *pos = read.clone();
+                }
+                (Some(e), Some(r)) if e == r => {
                     if pos.offset > newest {
                         return Err(Retry);
                     }
                 }
-                Some(_) => {
+                (Some(_), _) => {
                     // The history was replaced since this node last delivered: whoever
                     // is subscribed holds void offsets (5.8).
                     drop(pos);
                     Self::close_all(entry, CloseCode::InsufficientState);
-                    *entry.position.lock() = Position {
-                        epoch: Some(epoch.clone()),
-                        offset: newest,
-                    };
+                    *entry.position.lock() = read.clone();
                 }
             }
         }
@@ -369,29 +363,23 @@ impl Hub {
     /// its offset against what this node delivered (5.8). The bytes are encoded once
     /// and shared; a full queue closes that subscriber alone (4010).
     pub fn deliver(&self, p: &Publication) -> Delivery {
-        let shard = self.shard(&p.channel).read();
-        let Some(entry) = shard.get(&*p.channel) else {
+        let shard = self.shard(p.channel.as_str()).read();
+        let Some(entry) = shard.get(&p.channel) else {
             return Delivery::Delivered;
         };
         if let (Some(o), Some(e)) = (p.offset, &p.epoch) {
             let mut pos = entry.position.lock();
-            match &pos.epoch {
-                Some(cur) if cur != e => {
-                    *pos = Position {
-                        epoch: Some(e.clone()),
-                        offset: o,
-                    };
+            match judge(&pos, o, e, p.entry_id.as_deref()) {
+                Verdict::Next => *pos = Position::after(p),
+                Verdict::Duplicate => return Delivery::Duplicate,
+                Verdict::Gap { after } => return Delivery::Gap { after },
+                Verdict::OtherHistory | Verdict::Reused => {
+                    // Offsets the subscribers hold are void (another history, or reused
+                    // after a rollback): 4012, and they re-subscribe with `since`.
+                    *pos = Position::after(p);
                     drop(pos);
                     Self::close_all(entry, CloseCode::InsufficientState);
-                    return Delivery::EpochChanged;
-                }
-                Some(_) if o <= pos.offset => return Delivery::Duplicate,
-                Some(_) if o > pos.offset.saturating_add(1) => {
-                    return Delivery::Gap { after: pos.offset }
-                }
-                _ => {
-                    pos.epoch = Some(e.clone());
-                    pos.offset = o;
+                    return Delivery::Lost;
                 }
             }
         }
@@ -441,21 +429,23 @@ impl Hub {
 
     /// Closes the channel's local subscribers with 4012 (history cannot fill their
     /// gap) and moves the position past the loss.
-    pub fn lose_history(&self, ch: &str, position: Position) {
-        let shard = self.shard(ch).read();
+    pub fn lose(&self, ch: &ChannelName, position: Position) {
+        let shard = self.shard(ch.as_str()).read();
         if let Some(entry) = shard.get(ch) {
             *entry.position.lock() = position;
             Self::close_all(entry, CloseCode::InsufficientState);
         }
     }
 
-    /// Every local channel with its delivery position (for gap checks after an
-    /// interruption of the broker path).
+    /// Every local channel that has seen history, with its delivery position (for gap
+    /// checks after an interruption of the broker path).
     pub fn positions(&self) -> Vec<(ChannelName, Position)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             for (ch, e) in shard.read().iter() {
-                out.push((ch.clone(), e.position.lock().clone()));
+                if e.numbered {
+                    out.push((ch.clone(), e.position.lock().clone()));
+                }
             }
         }
         out
@@ -465,29 +455,21 @@ impl Hub {
     pub fn execute(&self, c: &Control) {
         match c {
             Control::Disconnect {
-                user_id,
-                session_id,
-                conn_id,
+                target,
                 code,
                 reason,
             } => {
-                let targets = match (user_id, session_id, conn_id) {
-                    (Some(u), _, _) => self.user_conns(u),
-                    (_, Some(s), _) => self.session_conns(s),
-                    (_, _, Some(c)) => ConnId::parse(c)
-                        .and_then(|id| self.get(id))
-                        .into_iter()
-                        .collect(),
-                    _ => Vec::new(),
+                let targets = match target {
+                    Target::User(u) => self.user_conns(u),
+                    Target::Session(s) => self.session_conns(s),
+                    Target::Conn(id) => self.get(*id).into_iter().collect(),
                 };
                 for conn in targets {
                     conn.close(CloseCode::from_code(*code), reason.clone());
                 }
             }
             Control::Subscribe { user_id, channel } | Control::Unsubscribe { user_id, channel } => {
-                let Ok(ch) = ChannelName::parse(channel) else {
-                    return;
-                };
+                let ch = channel.clone();
                 let subscribe = matches!(c, Control::Subscribe { .. });
                 for conn in self.user_conns(user_id) {
                     let item = if subscribe {
@@ -533,5 +515,32 @@ impl Hub {
             .get(ch)
             .map(|e| e.subs.values().map(|s| s.conn.clone()).collect())
             .unwrap_or_default()
+    }
+}
+
+impl Sink for Hub {
+    fn deliver(&self, p: &Arc<Publication>) -> Delivery {
+        Hub::deliver(self, p)
+    }
+
+    fn execute(&self, c: &Control) {
+        Hub::execute(self, c)
+    }
+
+    fn positions(&self) -> Vec<(ChannelName, Position)> {
+        Hub::positions(self)
+    }
+
+    fn position(&self, ch: &ChannelName) -> Option<Position> {
+        let shard = self.shard(ch.as_str()).read();
+        shard.get(ch).map(|e| e.position.lock().clone())
+    }
+
+    fn lose(&self, ch: &ChannelName, position: Position) {
+        Hub::lose(self, ch, position)
+    }
+
+    fn has_connection(&self, id: ConnId) -> bool {
+        self.conns.read().contains_key(&id)
     }
 }

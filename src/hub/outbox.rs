@@ -43,6 +43,8 @@ struct State {
     queue: VecDeque<Item>,
     /// Data items in `queue` (control items do not count toward the bound).
     data: usize,
+    /// Bytes of the data items in `queue`.
+    bytes: usize,
     closing: bool,
 }
 
@@ -60,15 +62,20 @@ pub struct Outbox {
     // operations per wake-up, cheaper than a notification list.
     waker: AtomicWaker,
     cap: usize,
+    cap_bytes: usize,
 }
 
 impl Outbox {
-    pub fn new(cap: usize) -> Outbox {
+    /// A queue of at most `cap` items and `cap_bytes` bytes. One item bigger than
+    /// `cap_bytes` is still taken into an empty queue: a large reply the client asked
+    /// for (a history page) must be deliverable.
+    pub fn new(cap: usize, cap_bytes: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             pending: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             cap,
+            cap_bytes,
         }
     }
 
@@ -77,12 +84,14 @@ impl Outbox {
         if s.closing {
             return Pushed::Closed;
         }
-        if s.data >= self.cap {
+        let over_bytes = s.data > 0 && s.bytes + bytes.len() > self.cap_bytes;
+        if s.data >= self.cap || over_bytes {
             s.closing = true;
             // Nothing more is ever queued: the full queue's memory goes now (freed
             // after the lock is released).
             let dropped = std::mem::take(&mut s.queue);
             s.data = 0;
+            s.bytes = 0;
             s.queue
                 .push_back(Item::Close(CloseCode::SlowConsumer, None));
             drop(s);
@@ -91,6 +100,7 @@ impl Outbox {
             return Pushed::Overflowed;
         }
         let was_empty = s.queue.is_empty();
+        s.bytes += bytes.len();
         s.queue.push_back(Item::Data(bytes, accepted));
         s.data += 1;
         drop(s);
@@ -123,10 +133,12 @@ impl Outbox {
     pub fn drain_data(&self, max: usize, out: &mut Vec<(Bytes, Option<Instant>)>) -> Option<Item> {
         let mut s = self.state.lock();
         let mut n = 0;
+        let mut taken = 0;
         let mut control = None;
         while n < max {
             match s.queue.pop_front() {
                 Some(Item::Data(bytes, accepted)) => {
+                    taken += bytes.len();
                     out.push((bytes, accepted));
                     n += 1;
                 }
@@ -138,6 +150,7 @@ impl Outbox {
             }
         }
         s.data -= n;
+        s.bytes -= taken;
         let mut released = None;
         if s.queue.is_empty() {
             // Under the lock: a push after this sees an empty queue and sets it again.
@@ -200,7 +213,7 @@ mod tests {
 
     #[test]
     fn drain_stops_at_a_control_item_and_keeps_order() {
-        let o = Outbox::new(100);
+        let o = Outbox::new(100, usize::MAX);
         data(&o, 2);
         assert!(o.push_control(Item::Subscribe(
             ChannelName::parse("public:a").expect("valid")
@@ -224,7 +237,7 @@ mod tests {
 
     #[test]
     fn capacity_is_kept_while_small_and_released_when_large_or_idle() {
-        let o = Outbox::new(1000);
+        let o = Outbox::new(1000, usize::MAX);
         let mut out = Vec::new();
         data(&o, 10);
         o.drain_data(100, &mut out);
@@ -242,7 +255,7 @@ mod tests {
 
     #[test]
     fn overflow_releases_the_full_queue() {
-        let o = Outbox::new(200);
+        let o = Outbox::new(200, usize::MAX);
         data(&o, 200);
         assert_eq!(
             o.push_data(Bytes::from_static(b"x"), None),
@@ -252,8 +265,32 @@ mod tests {
     }
 
     #[test]
+    fn queued_bytes_are_bounded_but_one_big_reply_fits_an_empty_queue() {
+        let o = Outbox::new(1000, 100);
+        assert_eq!(
+            o.push_data(Bytes::from(vec![b'x'; 500]), None),
+            Pushed::Queued
+        );
+        let mut out = Vec::new();
+        o.drain_data(10, &mut out);
+        assert_eq!(
+            o.push_data(Bytes::from(vec![b'x'; 60]), None),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push_data(Bytes::from(vec![b'x'; 40]), None),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push_data(Bytes::from_static(b"x"), None),
+            Pushed::Overflowed,
+            "101 bytes queued"
+        );
+    }
+
+    #[test]
     fn overflow_closes_and_refuses_more() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, usize::MAX);
         assert_eq!(o.push_data(Bytes::from_static(b"1"), None), Pushed::Queued);
         assert_eq!(o.push_data(Bytes::from_static(b"2"), None), Pushed::Queued);
         assert_eq!(

@@ -2,10 +2,34 @@
 //! [`Command`]. The payload of a publish is kept as raw JSON text: the server never
 //! needs to look inside it, so huge numbers or odd values pass through untouched.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{is_reserved, ErrorCode};
+
+/// The largest integer a JavaScript client can hold exactly (2^53 − 1): offsets and
+/// limits beyond it (or negative) are refused, never wrapped.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Reads an offset or a count: a JSON integer in 0..=2^53−1, anything else an error.
+fn safe_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .filter(|v| *v <= MAX_SAFE_INTEGER)
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer from 0 to 2^53-1")))
+}
+
+fn opt_safe_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| {
+            n.as_u64()
+                .filter(|v| *v <= MAX_SAFE_INTEGER)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{n} is not an integer from 0 to 2^53-1"))
+                })
+        })
+        .transpose()
+}
 
 /// A parsed client frame: the request id to echo and what the client asks for.
 #[derive(Debug)]
@@ -17,6 +41,7 @@ pub struct ClientFrame {
 /// `since` of a `subscribe`: the last position the client saw.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Since {
+    #[serde(deserialize_with = "safe_u64")]
     pub offset: u64,
     pub epoch: String,
 }
@@ -31,6 +56,8 @@ pub enum Command {
         channel: String,
         token: Option<String>,
         since: Option<Since>,
+        /// State channels: narrows the snapshot to these keys.
+        keys: Option<Vec<String>>,
     },
     Unsubscribe {
         channel: String,
@@ -44,6 +71,25 @@ pub enum Command {
         limit: Option<usize>,
         since: Option<u64>,
     },
+    /// Moves the user's read position forward (SPEC 15.1).
+    MarkRead {
+        channel: String,
+        offset: u64,
+    },
+    /// Publications that reached the application (SPEC 15.2); no reply.
+    Received {
+        channel: String,
+        offsets: Vec<u64>,
+    },
+    /// Unread counts of the named channels, or of every channel with a position.
+    Unread {
+        channels: Option<Vec<String>>,
+    },
+    /// A state channel's entries without subscribing (SPEC 16.2).
+    State {
+        channel: String,
+        keys: Option<Vec<String>>,
+    },
     /// Any non-reserved `type` with a `channel`.
     Publish {
         event: String,
@@ -51,7 +97,28 @@ pub enum Command {
         payload: Box<RawValue>,
         to: Option<String>,
         volatile: bool,
+        key: Option<String>,
+        delete: bool,
     },
+}
+
+impl Command {
+    /// The `switchyard_messages_in_total` label: a reserved type, or `publish`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Command::Auth { .. } => "auth",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+            Command::Ping => "ping",
+            Command::Presence { .. } => "presence",
+            Command::History { .. } => "history",
+            Command::MarkRead { .. } => "mark_read",
+            Command::Received { .. } => "received",
+            Command::Unread { .. } => "unread",
+            Command::State { .. } => "state",
+            Command::Publish { .. } => "publish",
+        }
+    }
 }
 
 /// Why a frame was refused; `id` is echoed when it could be read.
@@ -78,6 +145,10 @@ struct RawEnvelope<'a> {
     to: Option<&'a RawValue>,
     #[serde(borrow)]
     volatile: Option<&'a RawValue>,
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delete: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,7 +162,37 @@ struct SubscribePayload {
     channel: Option<String>,
     token: Option<String>,
     since: Option<Since>,
+    keys: Option<Vec<String>>,
 }
+
+#[derive(Deserialize)]
+struct MarkReadPayload {
+    channel: Option<String>,
+    #[serde(deserialize_with = "safe_u64")]
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct ReceivedPayload {
+    channel: Option<String>,
+    #[serde(default, deserialize_with = "opt_safe_u64")]
+    offset: Option<u64>,
+    offsets: Option<Vec<serde_json::Number>>,
+}
+
+#[derive(Deserialize)]
+struct UnreadPayload {
+    channels: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct StatePayload {
+    channel: Option<String>,
+    keys: Option<Vec<String>>,
+}
+
+/// At most this many offsets in one batched `received`.
+const MAX_RECEIVED_BATCH: usize = 1000;
 
 #[derive(Deserialize)]
 struct ChannelPayload {
@@ -101,7 +202,9 @@ struct ChannelPayload {
 #[derive(Deserialize)]
 struct HistoryPayload {
     channel: Option<String>,
-    limit: Option<usize>,
+    #[serde(default, deserialize_with = "opt_safe_u64")]
+    limit: Option<u64>,
+    #[serde(default, deserialize_with = "opt_safe_u64")]
     since: Option<u64>,
 }
 
@@ -214,6 +317,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 channel: need_channel(&id, p.channel, &top_channel)?,
                 token: p.token,
                 since: p.since,
+                keys: p.keys,
             }
         }
         "unsubscribe" => {
@@ -233,8 +337,58 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             let p: HistoryPayload = payload_as(&id, raw.payload)?;
             Command::History {
                 channel: need_channel(&id, p.channel, &top_channel)?,
-                limit: p.limit,
+                limit: p.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
                 since: p.since,
+            }
+        }
+        "mark_read" => {
+            let p: MarkReadPayload = payload_as(&id, raw.payload)?;
+            Command::MarkRead {
+                channel: need_channel(&id, p.channel, &top_channel)?,
+                offset: p.offset,
+            }
+        }
+        "received" => {
+            let p: ReceivedPayload = payload_as(&id, raw.payload)?;
+            let mut offsets = Vec::new();
+            if let Some(o) = p.offset {
+                offsets.push(o);
+            }
+            for n in p.offsets.unwrap_or_default() {
+                match n.as_u64().filter(|v| *v <= MAX_SAFE_INTEGER) {
+                    Some(o) => offsets.push(o),
+                    None => {
+                        return Err(err(
+                            &id,
+                            ErrorCode::InvalidPayload,
+                            format!("offset {n} is not an integer from 0 to 2^53-1"),
+                        ))
+                    }
+                }
+            }
+            if offsets.is_empty() || offsets.len() > MAX_RECEIVED_BATCH {
+                return Err(err(
+                    &id,
+                    ErrorCode::InvalidPayload,
+                    format!("received needs `offset` or 1 to {MAX_RECEIVED_BATCH} `offsets`"),
+                ));
+            }
+            Command::Received {
+                channel: need_channel(&id, p.channel, &top_channel)?,
+                offsets,
+            }
+        }
+        "unread" => {
+            let p: UnreadPayload = payload_as(&id, raw.payload)?;
+            Command::Unread {
+                channels: p.channels,
+            }
+        }
+        "state" => {
+            let p: StatePayload = payload_as(&id, raw.payload)?;
+            Command::State {
+                channel: need_channel(&id, p.channel, &top_channel)?,
+                keys: p.keys,
             }
         }
         event if is_reserved(event) => {
@@ -265,10 +419,22 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                     ))
                 }
             };
+            let key = opt_string(raw.key)
+                .map_err(|_| err(&id, ErrorCode::InvalidPayload, "`key` must be a string"))?;
+            let delete = match raw.delete.map(RawValue::get) {
+                None | Some("null") | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(err(
+                        &id,
+                        ErrorCode::InvalidPayload,
+                        "`delete` must be a boolean",
+                    ))
+                }
+            };
             let payload = match raw.payload {
                 Some(p) => p.to_owned(),
-                None => RawValue::from_string("null".to_owned())
-                    .map_err(|_| err(&id, ErrorCode::Internal, "payload"))?,
+                None => super::server::raw("null"),
             };
             Command::Publish {
                 event: event.to_owned(),
@@ -276,6 +442,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 payload,
                 to,
                 volatile,
+                key,
+                delete,
             }
         }
     };
@@ -309,6 +477,23 @@ mod tests {
             code_of(r#"{"type":"subscribe","payload":{}}"#),
             ErrorCode::InvalidPayload
         );
+        // Offsets a JavaScript client cannot hold, or negative: refused, not wrapped.
+        for bad in [
+            r#"{"type":"subscribe","payload":{"channel":"a:b","since":{"offset":9007199254740992,"epoch":"e"}}}"#,
+            r#"{"type":"subscribe","payload":{"channel":"a:b","since":{"offset":-1,"epoch":"e"}}}"#,
+            r#"{"type":"history","payload":{"channel":"a:b","since":18446744073709551615}}"#,
+            r#"{"type":"history","payload":{"channel":"a:b","since":-5}}"#,
+            r#"{"type":"history","payload":{"channel":"a:b","limit":1.5}}"#,
+            r#"{"type":"mark_read","payload":{"channel":"a:b","offset":-1}}"#,
+            r#"{"type":"received","payload":{"channel":"a:b","offsets":[1,-2]}}"#,
+            r#"{"type":"received","payload":{"channel":"a:b"}}"#,
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::InvalidPayload, "{bad}");
+        }
+        assert!(parse_client_frame(
+            r#"{"type":"history","payload":{"channel":"a:b","since":9007199254740991}}"#
+        )
+        .is_ok());
         // Deep nesting is never parsed into a tree: it passes through raw, no recursion.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let r = parse_client_frame(&format!(
@@ -342,8 +527,12 @@ mod tests {
                 event,
                 payload,
                 volatile,
+                key,
+                delete,
                 ..
             } => {
+                assert_eq!(key, None);
+                assert!(!delete);
                 assert_eq!(event, "chat_message");
                 assert_eq!(payload.get(), r#"{"n":123456789012345678901234567890}"#);
                 assert!(volatile);
@@ -351,4 +540,99 @@ mod tests {
             other => panic!("expected publish, got {other:?}"),
         }
     }
+}
+
+/// One golden test per client frame: the JSON a client sends, and what it means.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    fn parse(text: &str) -> ClientFrame {
+        parse_client_frame(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
+    }
+
+    #[test]
+    fn every_client_frame() {
+        let f = parse(r#"{"type":"auth","id":"1","payload":{"token":"t"}}"#);
+        assert_eq!(f.id.as_deref(), Some("1"));
+        assert!(matches!(f.command, Command::Auth { token: Some(t), resume: None } if t == "t"));
+        let f = parse(r#"{"type":"auth","payload":{"resume":"r"}}"#);
+        assert!(matches!(f.command, Command::Auth { token: None, resume: Some(r) } if r == "r"));
+        let f = parse(
+            r#"{"type":"subscribe","payload":{"channel":"chat:1","token":"s","since":{"offset":4,"epoch":"e"},"keys":["a"]}}"#,
+        );
+        match f.command {
+            Command::Subscribe {
+                channel,
+                token,
+                since,
+                keys,
+            } => {
+                assert_eq!(channel, "chat:1");
+                assert_eq!(token.as_deref(), Some("s"));
+                assert_eq!(
+                    since,
+                    Some(Since {
+                        offset: 4,
+                        epoch: "e".into()
+                    })
+                );
+                assert_eq!(keys, Some(vec!["a".to_owned()]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The seed-003 client puts the channel at the top level.
+        let f = parse(r#"{"type":"unsubscribe","channel":"chat:1"}"#);
+        assert!(matches!(f.command, Command::Unsubscribe { channel } if channel == "chat:1"));
+        assert!(matches!(parse(r#"{"type":"ping"}"#).command, Command::Ping));
+        let f = parse(r#"{"type":"presence","payload":{"channel":"chat:1"}}"#);
+        assert!(matches!(f.command, Command::Presence { channel } if channel == "chat:1"));
+        let f = parse(r#"{"type":"history","payload":{"channel":"chat:1","limit":5,"since":2}}"#);
+        assert!(matches!(
+            f.command,
+            Command::History {
+                limit: Some(5),
+                since: Some(2),
+                ..
+            }
+        ));
+        let f = parse(r#"{"type":"mark_read","payload":{"channel":"user:1","offset":9}}"#);
+        assert!(matches!(f.command, Command::MarkRead { offset: 9, .. }));
+        let f = parse(r#"{"type":"received","payload":{"channel":"user:1","offset":9}}"#);
+        assert!(matches!(f.command, Command::Received { offsets, .. } if offsets == [9]));
+        let f = parse(r#"{"type":"received","payload":{"channel":"user:1","offsets":[3,4]}}"#);
+        assert!(matches!(f.command, Command::Received { offsets, .. } if offsets == [3, 4]));
+        let f = parse(r#"{"type":"unread","payload":{"channels":["chat:1"]}}"#);
+        assert!(matches!(f.command, Command::Unread { channels: Some(c) } if c == ["chat:1"]));
+        let f = parse(r#"{"type":"unread"}"#);
+        assert!(matches!(f.command, Command::Unread { channels: None }));
+        let f = parse(r#"{"type":"state","payload":{"channel":"stock:1","keys":["a","b"]}}"#);
+        assert!(matches!(f.command, Command::State { keys: Some(k), .. } if k.len() == 2));
+        let f = parse(
+            r#"{"type":"price","channel":"stock:1","key":"sku1","payload":{"p":1},"volatile":false}"#,
+        );
+        assert!(
+            matches!(f.command, Command::Publish { key: Some(k), delete: false, .. } if k == "sku1")
+        );
+        let f = parse(r#"{"type":"price","channel":"stock:1","key":"sku1","delete":true}"#);
+        assert!(matches!(f.command, Command::Publish { delete: true, .. }));
+        let f = parse(r#"{"type":"offer","channel":"stream:1","to":"u2","payload":{}}"#);
+        assert!(matches!(f.command, Command::Publish { to: Some(t), .. } if t == "u2"));
+        for t in CLIENT_TYPES_SEEN {
+            assert!(super::super::CLIENT_TYPES.contains(t), "{t}");
+        }
+    }
+
+    const CLIENT_TYPES_SEEN: &[&str] = &[
+        "auth",
+        "subscribe",
+        "unsubscribe",
+        "ping",
+        "presence",
+        "history",
+        "mark_read",
+        "received",
+        "unread",
+        "state",
+    ];
 }

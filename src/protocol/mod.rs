@@ -3,35 +3,34 @@
 
 mod client;
 mod codes;
+mod publication;
 mod server;
 
-pub use client::{parse_client_frame, ClientFrame, Command, Since};
+pub use client::{parse_client_frame, ClientFrame, Command, FrameError, Since, MAX_SAFE_INTEGER};
 pub use codes::{CloseCode, ErrorCode};
+pub use publication::{publications_json, timestamp_now, ClientInfo, Delta, Publication};
 pub use server::{
-    encode, encode_publication, timestamp_now, ClientInfo, Publication, ServerMessage,
+    raw_null, AuthSuccess, History, Presence, PresenceClient, PresenceCount, Read, ServerMessage,
+    Snapshot, StateEntry, Subscribed, Unread, UnreadChannel, SERVER_TYPES,
 };
 
-/// Event names no one may publish: they are the server's own message types.
-pub const RESERVED_TYPES: &[&str] = &[
+/// The `type` of every client → server request, in one list (the JavaScript SDK's
+/// `CLIENT_TYPES` is checked against it).
+pub const CLIENT_TYPES: &[&str] = &[
     "auth",
     "subscribe",
     "unsubscribe",
     "ping",
     "presence",
     "history",
-    "auth_success",
-    "auth_error",
-    "subscribed",
-    "unsubscribed",
-    "pong",
-    "ack",
-    "error",
-    "join",
-    "leave",
-    "disconnect",
+    "mark_read",
+    "received",
+    "unread",
+    "state",
 ];
 
-/// True when `event` is a control type and may not be used as a publication's name.
+/// True when `event` is a control type (either direction) and may not be used as a
+/// publication's name.
 pub fn is_reserved(event: &str) -> bool {
-    RESERVED_TYPES.contains(&event)
+    CLIENT_TYPES.contains(&event) || SERVER_TYPES.contains(&event)
 }

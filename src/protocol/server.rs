@@ -1,74 +1,170 @@
-//! Server → client messages. Each is encoded to JSON bytes exactly once; a
-//! publication's bytes are then shared by every subscriber's queue.
+//! Server → client messages other than publications (SPEC 2, 15, 16): one enum, one
+//! payload struct per frame, encoded in one place with the envelope every frame
+//! shares (`type`, `id`, `payload`, `timestamp`).
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::publication::timestamp_now;
 use super::{CloseCode, ErrorCode};
+use crate::ids::ConnId;
 
-/// RFC 3339 UTC with milliseconds, the `timestamp` of everything the server sends.
-pub fn timestamp_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+/// Serialising plain structs and already-valid raw JSON cannot fail; the fallback
+/// keeps the socket protocol-correct even if it ever did.
+pub(crate) fn json_bytes<T: Serialize>(v: &T) -> Bytes {
+    match serde_json::to_vec(v) {
+        Ok(v) => Bytes::from(v),
+        Err(_) => Bytes::from_static(br#"{"type":"error","payload":{"code":"internal"}}"#),
+    }
 }
 
-/// Who made a client publication or joined a channel: `from`, presence entries and
-/// `join`/`leave` payloads. Stamped by the server, never taken from a client.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ClientInfo {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+/// A constant piece of JSON.
+pub(crate) fn raw(text: &'static str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| unreachable!("{text} is JSON"))
+}
+
+/// JSON `null`, the payload of a publication that gave none.
+pub fn raw_null() -> Box<RawValue> {
+    raw("null")
+}
+
+/// `auth_success` (SPEC 2, 3).
+#[derive(Debug, Serialize)]
+pub struct AuthSuccess<'a> {
+    pub user_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub conn_id: ConnId,
+    pub node: &'a str,
+    pub channels: Vec<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+}
+
+/// `subscribed` (SPEC 2, 5.3, 15.1, 16.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Subscribed {
+    pub channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+}
+
+/// One connection in a presence answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresenceClient {
+    pub conn_id: String,
     pub user_id: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub session_id: Option<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub info: Option<Arc<RawValue>>,
 }
 
-/// One publication on a channel, as accepted by a node or received from the broker.
-#[derive(Debug)]
-pub struct Publication {
-    pub channel: Arc<str>,
-    pub event: String,
-    pub payload: Box<RawValue>,
-    /// Position in the channel's history; `None` when not stored.
-    pub offset: Option<u64>,
-    /// The history `offset` belongs to (never sent to clients with the publication).
-    pub epoch: Option<Arc<str>>,
-    pub from: Option<ClientInfo>,
-    /// Deliver only to subscribers whose user or session id equals this.
-    pub to: Option<String>,
-    pub volatile: bool,
-    pub timestamp: String,
-    /// When the publish was accepted on this node, for the delivery latency histogram.
-    pub accepted: Instant,
-    /// The encoded JSON, made on first use and shared by every delivery and replay.
-    encoded: OnceLock<Bytes>,
+/// `presence` (SPEC 2, 16.5) and the body of `GET /api/presence/..`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Presence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub count: usize,
+    pub users: usize,
+    pub clients: Vec<PresenceClient>,
 }
 
-impl Publication {
-    pub fn new(channel: Arc<str>, event: String, payload: Box<RawValue>) -> Publication {
-        Publication {
-            channel,
-            event,
-            payload,
-            offset: None,
-            epoch: None,
-            from: None,
-            to: None,
-            volatile: false,
-            timestamp: timestamp_now(),
-            accepted: Instant::now(),
-            encoded: OnceLock::new(),
-        }
-    }
+/// `history`: publications already encoded, spliced in as they are.
+#[derive(Debug, Serialize)]
+pub struct History<'a> {
+    pub channel: &'a str,
+    pub publications: Box<RawValue>,
+    pub offset: u64,
+    pub epoch: &'a str,
+}
 
-    /// The JSON text sent to subscribers, encoded once per publication.
-    pub fn bytes(&self) -> &Bytes {
-        self.encoded.get_or_init(|| encode_publication(self))
-    }
+/// `read` (SPEC 15.1): a reply to `mark_read`, or pushed to the user's other devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Read {
+    pub channel: String,
+    pub read_offset: u64,
+    pub unread: u64,
+}
+
+/// One channel of an `unread` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreadChannel {
+    pub channel: String,
+    pub offset: u64,
+    pub read_offset: u64,
+    pub unread: u64,
+}
+
+/// `unread` (SPEC 15.1) and the body of `GET /api/unread/..`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unread {
+    pub channels: Vec<UnreadChannel>,
+}
+
+/// One key of a snapshot (SPEC 16.2); a tombstone has `deleted` and no payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateEntry {
+    pub key: Arc<str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub ty: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Arc<RawValue>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    pub offset: u64,
+    pub timestamp: String,
+}
+
+/// `snapshot` after `subscribed` on a state channel, and `state` (SPEC 16.2).
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub channel: String,
+    pub offset: u64,
+    pub epoch: String,
+    /// Only on `snapshot`: false when it holds just the keys changed after `since`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full: Option<bool>,
+    pub entries: Vec<StateEntry>,
+}
+
+/// `presence_count` (SPEC 16.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresenceCount {
+    pub channel: String,
+    pub count: usize,
+    pub users: usize,
+}
+
+/// Every reserved server → client message but publications (and `join`/`leave`,
+/// which travel as publications so they keep their place in the channel's order).
+#[derive(Debug)]
+pub enum ServerMessage<'a> {
+    AuthSuccess(AuthSuccess<'a>),
+    AuthError { code: ErrorCode, message: &'a str },
+    Subscribed(&'a Subscribed),
+    Unsubscribed { channel: &'a str },
+    Pong,
+    Presence(&'a Presence),
+    History(History<'a>),
+    Ack { offset: Option<u64> },
+    Error { code: ErrorCode, message: &'a str },
+    Disconnect { code: CloseCode, reason: &'a str },
+    Read(&'a Read),
+    Unread(&'a Unread),
+    Snapshot(&'a Snapshot),
+    State(&'a Snapshot),
+    PresenceCount(&'a PresenceCount),
 }
 
 #[derive(Serialize)]
@@ -77,154 +173,134 @@ struct Envelope<'a, P: Serialize> {
     ty: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
     payload: P,
     timestamp: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a ClientInfo>,
-}
-
-fn to_bytes<P: Serialize>(env: &Envelope<'_, P>) -> Bytes {
-    // Serialising plain structs and already-valid raw JSON cannot fail; the fallback
-    // keeps the socket protocol-correct even if it ever did.
-    match serde_json::to_vec(env) {
-        Ok(v) => Bytes::from(v),
-        Err(_) => Bytes::from_static(br#"{"type":"error","payload":{"code":"internal"}}"#),
-    }
-}
-
-/// Encodes a publication as subscribers see it.
-pub fn encode_publication(p: &Publication) -> Bytes {
-    to_bytes(&Envelope {
-        ty: &p.event,
-        id: None,
-        channel: Some(&p.channel),
-        payload: &*p.payload,
-        timestamp: &p.timestamp,
-        offset: p.offset,
-        from: p.from.as_ref(),
-    })
-}
-
-/// Encodes any server message with the given payload.
-pub fn encode<P: Serialize>(
-    ty: &str,
-    id: Option<&str>,
-    channel: Option<&str>,
-    payload: P,
-) -> Bytes {
-    let ts = timestamp_now();
-    to_bytes(&Envelope {
-        ty,
-        id,
-        channel,
-        payload,
-        timestamp: &ts,
-        offset: None,
-        from: None,
-    })
-}
-
-/// The reserved server → client messages other than publications.
-#[derive(Debug)]
-pub enum ServerMessage<'a> {
-    AuthError { code: ErrorCode, message: &'a str },
-    Error { code: ErrorCode, message: &'a str },
-    Pong,
-    Unsubscribed { channel: &'a str },
-    Ack { offset: Option<u64> },
-    Disconnect { code: CloseCode, reason: &'a str },
 }
 
 #[derive(Serialize)]
 struct CodeMessage<'a> {
-    code: &'a str,
+    code: ErrorCode,
     message: &'a str,
 }
 
+#[derive(Serialize)]
+struct ChannelOnly<'a> {
+    channel: &'a str,
+}
+
+#[derive(Serialize)]
+struct AckPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct DisconnectPayload<'a> {
+    code: u16,
+    reason: &'a str,
+    reconnect: bool,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
 impl ServerMessage<'_> {
-    pub fn to_bytes(&self, id: Option<&str>) -> Bytes {
+    /// The message's `type`.
+    pub fn name(&self) -> &'static str {
         match self {
-            ServerMessage::AuthError { code, message } => encode(
-                "auth_error",
+            ServerMessage::AuthSuccess(_) => "auth_success",
+            ServerMessage::AuthError { .. } => "auth_error",
+            ServerMessage::Subscribed(_) => "subscribed",
+            ServerMessage::Unsubscribed { .. } => "unsubscribed",
+            ServerMessage::Pong => "pong",
+            ServerMessage::Presence(_) => "presence",
+            ServerMessage::History(_) => "history",
+            ServerMessage::Ack { .. } => "ack",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Disconnect { .. } => "disconnect",
+            ServerMessage::Read(_) => "read",
+            ServerMessage::Unread(_) => "unread",
+            ServerMessage::Snapshot(_) => "snapshot",
+            ServerMessage::State(_) => "state",
+            ServerMessage::PresenceCount(_) => "presence_count",
+        }
+    }
+
+    /// The frame's JSON, echoing the request's `id` (never on `disconnect`).
+    pub fn to_bytes(&self, id: Option<&str>) -> Bytes {
+        let ts = timestamp_now();
+        let ty = self.name();
+        fn env<'a, P: Serialize>(
+            ty: &'a str,
+            id: Option<&'a str>,
+            ts: &'a str,
+            payload: P,
+        ) -> Bytes {
+            json_bytes(&Envelope {
+                ty,
                 id,
-                None,
-                CodeMessage {
-                    code: code.as_str(),
-                    message,
-                },
-            ),
-            ServerMessage::Error { code, message } => encode(
-                "error",
-                id,
-                None,
-                CodeMessage {
-                    code: code.as_str(),
-                    message,
-                },
-            ),
-            ServerMessage::Pong => encode("pong", id, None, serde_json::json!({})),
-            ServerMessage::Unsubscribed { channel } => encode(
-                "unsubscribed",
-                id,
-                None,
-                serde_json::json!({ "channel": channel }),
-            ),
-            ServerMessage::Ack { offset } => {
-                #[derive(Serialize)]
-                struct Ack {
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    offset: Option<u64>,
-                }
-                encode("ack", id, None, Ack { offset: *offset })
+                payload,
+                timestamp: ts,
+            })
+        }
+        match self {
+            ServerMessage::AuthSuccess(p) => env(ty, id, &ts, p),
+            ServerMessage::AuthError { code, message } | ServerMessage::Error { code, message } => {
+                env(
+                    ty,
+                    id,
+                    &ts,
+                    CodeMessage {
+                        code: *code,
+                        message,
+                    },
+                )
             }
-            ServerMessage::Disconnect { code, reason } => encode(
-                "disconnect",
+            ServerMessage::Subscribed(p) => env(ty, id, &ts, p),
+            ServerMessage::Unsubscribed { channel } => env(ty, id, &ts, ChannelOnly { channel }),
+            ServerMessage::Pong => env(ty, id, &ts, Empty {}),
+            ServerMessage::Presence(p) => env(ty, id, &ts, p),
+            ServerMessage::History(p) => env(ty, id, &ts, p),
+            ServerMessage::Ack { offset } => env(ty, id, &ts, AckPayload { offset: *offset }),
+            ServerMessage::Disconnect { code, reason } => env(
+                ty,
                 None,
-                None,
-                serde_json::json!({
-                    "code": code.code(),
-                    "reason": reason,
-                    "reconnect": code.reconnect(),
-                }),
+                &ts,
+                DisconnectPayload {
+                    code: code.code(),
+                    reason,
+                    reconnect: code.reconnect(),
+                },
             ),
+            ServerMessage::Read(p) => env(ty, id, &ts, p),
+            ServerMessage::Unread(p) => env(ty, id, &ts, p),
+            ServerMessage::Snapshot(p) | ServerMessage::State(p) => env(ty, id, &ts, p),
+            ServerMessage::PresenceCount(p) => env(ty, id, &ts, p),
         }
     }
 }
+
+/// The `type` of every server → client message, in one list: the JavaScript SDK's
+/// `SERVER_TYPES` is checked against it by a test.
+pub const SERVER_TYPES: &[&str] = &[
+    "auth_success",
+    "auth_error",
+    "subscribed",
+    "unsubscribed",
+    "pong",
+    "presence",
+    "history",
+    "ack",
+    "error",
+    "join",
+    "leave",
+    "disconnect",
+    "read",
+    "unread",
+    "snapshot",
+    "state",
+    "presence_count",
+];
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publication_golden_shape() {
-        let mut p = Publication::new(
-            Arc::from("order:1"),
-            "order_update".into(),
-            RawValue::from_string(r#"{"status":"shipped"}"#.into()).expect("raw"),
-        );
-        p.offset = Some(3);
-        p.timestamp = "2026-01-01T00:00:00.000Z".into();
-        assert_eq!(
-            std::str::from_utf8(p.bytes()).expect("utf8"),
-            r#"{"type":"order_update","channel":"order:1","payload":{"status":"shipped"},"timestamp":"2026-01-01T00:00:00.000Z","offset":3}"#
-        );
-    }
-
-    #[test]
-    fn error_echoes_id() {
-        let b = ServerMessage::Error {
-            code: ErrorCode::Forbidden,
-            message: "no",
-        }
-        .to_bytes(Some("7"));
-        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
-        assert_eq!(v["type"], "error");
-        assert_eq!(v["id"], "7");
-        assert_eq!(v["payload"]["code"], "forbidden");
-        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
-    }
-}
+mod tests;

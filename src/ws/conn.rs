@@ -15,12 +15,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
 
 use super::codec::{self, CodecError, Incoming, Reader};
-use super::session::Session;
 use super::Setup;
 use crate::hub::{ConnHandle, Item, Outbox};
 use crate::metrics::DISCONNECTS;
 use crate::node::Node;
 use crate::protocol::{CloseCode, ServerMessage};
+use crate::session::Session;
 
 /// Stop pulling from the outbox while this much is waiting for the socket: the
 /// outbox then fills and a reader that stays stalled becomes a slow consumer.
@@ -112,7 +112,12 @@ pub(super) async fn run(
     let _ = stream.set_nodelay(true);
     let now = Instant::now();
     let limits = &node.config.limits;
-    let session = Session::new(&node, &setup, now.into_std());
+    let session = Session::new(
+        now.into_std(),
+        node.config.auth.timeout,
+        (limits.client_rate, limits.client_burst),
+        setup.route.clone(),
+    );
     let far = now + Duration::from_secs(3600);
     let mut conn = Conn {
         stream,
@@ -410,7 +415,7 @@ impl Conn {
                 Some(Item::Data(..)) => {}
                 Some(Item::Subscribe(_) | Item::Unsubscribe(_)) if self.stop_reading => {}
                 Some(Item::Subscribe(ch)) => Box::pin(self.server_subscribe(ch)).await,
-                Some(Item::Unsubscribe(ch)) => Box::pin(self.server_unsubscribe(ch)).await,
+                Some(Item::Unsubscribe(ch)) => self.server_unsubscribe(ch),
                 Some(Item::Close(code, reason)) => {
                     if code == CloseCode::SlowConsumer {
                         tracing::debug!(conn = %self.handle.id, "slow consumer");
@@ -548,12 +553,39 @@ impl Conn {
                 1006
             }
         };
-        let code = code.to_string();
         self.node
             .metrics
-            .counter(DISCONNECTS, "code", &code)
+            .counter(DISCONNECTS, "code", disconnect_label(code))
             .increment(1);
-        Box::pin(self.session_end()).await;
+        // The hub lets go at once; the broker cleanup is the janitor's, with no
+        // socket waiting on it (the socket itself is dropped with this task).
+        self.session_end();
         self.node.hub.unregister(&self.handle);
+    }
+}
+
+/// The `switchyard_disconnects_total` label: a code of the close table, or a bucket.
+/// Clients choose their own close codes (3000–4999): as raw labels they would grow
+/// the metric by up to 2,000 series.
+fn disconnect_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1009 => "1009",
+        1011 => "1011",
+        4001 => "4001",
+        4003 => "4003",
+        4008 => "4008",
+        4009 => "4009",
+        4010 => "4010",
+        4011 => "4011",
+        4012 => "4012",
+        4000..=4999 => "4xxx",
+        3000..=3999 => "3xxx",
+        _ => "other",
     }
 }

@@ -1,12 +1,13 @@
 //! WebSocket endpoints: the HTTP upgrade (origin, limits, token checks that can still
 //! answer with an HTTP status), then one task per connection ([`conn`]) that runs the
-//! socket, and the protocol logic of a session ([`session`]).
+//! socket ([`conn`]), what its frames mean ([`dispatch`]), authentication ([`auth`])
+//! and channel requests ([`requests`]). Decisions are the `session` module's.
 
+mod auth;
 pub mod codec;
 mod conn;
-mod rate;
+mod dispatch;
 mod requests;
-mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,8 +158,9 @@ pub(crate) async fn upgrade(
     if let Some(c) = &claims {
         if per_user > 0 && node.config.limits.per_user_policy == PerUserPolicy::Reject {
             let open = node
-                .broker
-                .user_connections(&c.user_id)
+                .brokers
+                .cluster
+                .user_connections(&format!("u:{}", c.user_id))
                 .await
                 .map(|v| v.len())
                 .unwrap_or(0);
@@ -188,6 +190,7 @@ pub(crate) async fn upgrade(
     let handle = Arc::new(ConnHandle::new(
         node.hub.next_conn_id(),
         node.config.limits.send_queue,
+        node.config.limits.send_queue_bytes,
     ));
     // Registered before the 101 so concurrent upgrades see each other in the limits.
     node.hub.register(handle.clone());

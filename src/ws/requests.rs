@@ -1,13 +1,41 @@
 //! Channel requests of a session (SPEC sections 2, 4, 5): subscribe (with rules,
 //! tokens and recovery), unsubscribe, presence, history, client publish, and the
-//! server-side subscribe/unsubscribe of `/api/subscribe`.
+//! server-side subscribe/unsubscribe of `/api/subscribe`; and the cleanup when the
+//! connection ends.
+
+use serde_json::value::RawValue;
 
 use super::conn::Conn;
-use super::session::broker_code;
-use crate::channel::{ChannelName, Namespace, Rule};
-use crate::metrics::PUBLICATIONS;
-use crate::node::publications_json;
-use crate::protocol::{encode, ClientInfo, ErrorCode, Publication, ServerMessage, Since};
+use crate::broker::BrokerError;
+use crate::channel::{ChannelName, Namespace};
+use crate::node::Chore;
+use crate::protocol::{
+    publications_json, ClientInfo, ErrorCode, History, Presence, Publication, ServerMessage, Since,
+};
+use crate::session::{Grant, SubToken};
+
+/// The wire code for a broker failure (logged when it is not plain unavailability).
+pub(super) fn broker_code(e: &BrokerError) -> ErrorCode {
+    match e {
+        BrokerError::Unavailable(_) | BrokerError::Unknown(_) => ErrorCode::Unavailable,
+        BrokerError::Refused(_) => ErrorCode::InvalidPayload,
+        BrokerError::Limit(_) => ErrorCode::LimitExceeded,
+        BrokerError::Internal(m) => {
+            tracing::warn!(error = %m, "broker error");
+            ErrorCode::Internal
+        }
+    }
+}
+
+fn broker_message(e: &BrokerError) -> &'static str {
+    match e {
+        BrokerError::Unavailable(_) => "broker unavailable: not done, retry",
+        BrokerError::Unknown(_) => "broker did not answer in time: the outcome is unknown",
+        BrokerError::Refused(_) => "refused by the broker",
+        BrokerError::Limit(_) => "a configured limit was reached",
+        BrokerError::Internal(_) => "internal error",
+    }
+}
 
 impl Conn {
     /// Resolves a channel for a request, answering `invalid_channel` itself.
@@ -25,13 +53,18 @@ impl Conn {
         }
     }
 
-    pub(super) fn sub_token_ok(&self, token: Option<&str>, ch: &ChannelName) -> bool {
-        token.is_some_and(|t| {
-            self.node
+    fn sub_token(&self, token: Option<&str>, ch: &ChannelName) -> SubToken {
+        match token {
+            None => SubToken::Absent,
+            Some(t) => match self
+                .node
                 .auth
                 .verify_subscription(t, ch.as_str(), &self.session.ident)
-                .is_ok()
-        })
+            {
+                Ok(()) => SubToken::Valid,
+                Err(_) => SubToken::Invalid,
+            },
+        }
     }
 
     pub(super) async fn on_subscribe(
@@ -44,52 +77,32 @@ impl Conn {
         let Some((ch, ns)) = self.resolve(id, name) else {
             return;
         };
-        if !self
-            .session
-            .ident
-            .may_subscribe(&ns, &ch, self.sub_token_ok(token, &ch))
-        {
-            let (code, msg) = if token.is_some() {
-                (
-                    ErrorCode::Unauthorized,
-                    "subscription token is not valid for this channel",
-                )
-            } else {
-                (
-                    ErrorCode::Forbidden,
-                    "not allowed to subscribe to this channel",
-                )
-            };
-            self.error(id, code, msg);
-            return;
-        }
-        if let Some(pos) = self.session.subs.iter().position(|c| *c == ch) {
+        let token = self.sub_token(token, &ch);
+        let grant = match self.session.check_subscribe(
+            &ns,
+            &ch,
+            token,
+            self.node.config.limits.max_subscriptions,
+        ) {
+            Ok(g) => g,
+            Err(r) => return self.error(id, r.code, r.message),
+        };
+        if self.session.is_subscribed(&ch) {
             // Subscribing again is answered like a first subscribe (current offset and
             // epoch, replay after `since`); presence and join/leave are left alone.
-            self.session.subs.swap_remove(pos);
-            self.node.unsubscribe(&self.handle, &ch).await;
-            match self
+            self.node.unsubscribe(&self.handle, &ch);
+            if let Err(e) = self
                 .node
                 .subscribe(&self.handle, &ch, &ns, since, id, true)
                 .await
             {
-                Ok(_) => self.session.subs.push(ch),
-                Err(e) => {
-                    self.node.left(&self.handle, &ch, &ns).await;
-                    self.error(id, broker_code(&e), "subscribe failed");
-                }
+                self.session.remove_sub(&ch);
+                self.left_chore(&ch, &ns);
+                self.error(id, broker_code(&e), broker_message(&e));
             }
             return;
         }
-        if self.session.subs.len() >= self.node.config.limits.max_subscriptions {
-            self.error(
-                id,
-                ErrorCode::LimitExceeded,
-                "max subscriptions per connection reached",
-            );
-            return;
-        }
-        if let Err(code) = self.subscribe_to(&ch, since, id, true).await {
+        if let Err(code) = self.subscribe_to(&ch, since, id, true, grant).await {
             self.error(id, code, "subscribe failed");
         }
     }
@@ -101,6 +114,7 @@ impl Conn {
         since: Option<&Since>,
         id: Option<&str>,
         reply: bool,
+        grant: Grant,
     ) -> Result<(), ErrorCode> {
         let ns = self
             .node
@@ -108,13 +122,13 @@ impl Conn {
             .get(ch.namespace())
             .cloned()
             .ok_or(ErrorCode::InvalidChannel)?;
-        let r = self
+        match self
             .node
             .subscribe(&self.handle, ch, &ns, since, id, reply)
-            .await;
-        match r {
+            .await
+        {
             Ok(_) => {
-                self.session.subs.push(ch.clone());
+                self.session.add_sub(ch.clone(), grant);
                 self.node.joined(&self.handle, ch, &ns).await;
                 Ok(())
             }
@@ -131,7 +145,7 @@ impl Conn {
             );
             return;
         };
-        if !self.unsubscribe_from(&ch).await {
+        if !self.unsubscribe_from(&ch) {
             self.error(
                 id,
                 ErrorCode::NotSubscribed,
@@ -147,28 +161,32 @@ impl Conn {
         );
     }
 
-    pub(super) async fn unsubscribe_from(&mut self, ch: &ChannelName) -> bool {
-        let Some(pos) = self.session.subs.iter().position(|c| c == ch) else {
+    /// Leaves a channel at once (the hub stops delivering); presence, `leave` and the
+    /// broker interest follow in the background.
+    pub(super) fn unsubscribe_from(&mut self, ch: &ChannelName) -> bool {
+        if !self.session.remove_sub(ch) {
             return false;
-        };
-        self.session.subs.swap_remove(pos);
-        self.node.unsubscribe(&self.handle, ch).await;
+        }
+        self.node.unsubscribe(&self.handle, ch);
         if let Some(ns) = self.node.namespaces.get(ch.namespace()).cloned() {
-            self.node.left(&self.handle, ch, &ns).await;
+            self.left_chore(ch, &ns);
         }
         true
     }
 
-    /// May this connection read presence or history of `ch`?
-    pub(super) fn may_read(&self, ch: &ChannelName, ns: &Namespace) -> bool {
-        self.session.is_subscribed(ch) || self.session.ident.may_subscribe(ns, ch, false)
+    fn left_chore(&self, ch: &ChannelName, ns: &Namespace) {
+        if ns.tracks_presence() || ns.join_leave {
+            let client = self.handle.who().client_info();
+            self.node
+                .chore(Chore::Left(ch.clone(), self.handle.id, client));
+        }
     }
 
     pub(super) async fn on_presence(&mut self, id: Option<&str>, name: &str) {
         let Some((ch, ns)) = self.resolve(id, name) else {
             return;
         };
-        if !self.may_read(&ch, &ns) {
+        if !self.session.may_read(&ns, &ch) {
             self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
             return;
         }
@@ -182,15 +200,13 @@ impl Conn {
         }
         match self.node.presence(&ch).await {
             Ok(view) => {
-                let body = serde_json::json!({
-                    "channel": ch.as_str(),
-                    "count": view.count,
-                    "users": view.users,
-                    "clients": view.clients,
-                });
-                self.send(encode("presence", id, None, &body));
+                let body = Presence {
+                    channel: Some(ch.to_string()),
+                    ..view
+                };
+                self.send(ServerMessage::Presence(&body).to_bytes(id));
             }
-            Err(_) => self.error(id, ErrorCode::Unavailable, "broker unavailable"),
+            Err(e) => self.error(id, broker_code(&e), broker_message(&e)),
         }
     }
 
@@ -204,95 +220,81 @@ impl Conn {
         let Some((ch, ns)) = self.resolve(id, name) else {
             return;
         };
-        if !self.may_read(&ch, &ns) {
+        if !self.session.may_read(&ns, &ch) {
             self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
             return;
         }
         match self.node.history(&ch, &ns, since, limit).await {
             Ok(Some(page)) => {
-                let body = serde_json::json!({
-                    "channel": ch.as_str(),
-                    "publications": publications_json(&page.publications),
-                    "offset": page.offset,
-                    "epoch": page.epoch,
-                });
-                self.send(encode("history", id, None, &body));
+                let body = History {
+                    channel: ch.as_str(),
+                    publications: publications_json(&page.publications),
+                    offset: page.offset,
+                    epoch: &page.epoch,
+                };
+                self.send(ServerMessage::History(body).to_bytes(id));
             }
             Ok(None) => self.error(
                 id,
                 ErrorCode::Forbidden,
                 "history is not enabled in this namespace",
             ),
-            Err(_) => self.error(id, ErrorCode::Unavailable, "broker unavailable"),
+            Err(e) => self.error(id, broker_code(&e), broker_message(&e)),
         }
     }
 
-    pub(super) async fn on_publish(&mut self, id: Option<&str>, mut p: Publication) {
-        let Some((ch, ns)) = self.resolve(id, &p.channel.clone()) else {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn on_publish(
+        &mut self,
+        id: Option<&str>,
+        event: String,
+        channel: &str,
+        payload: Box<RawValue>,
+        to: Option<String>,
+        volatile: bool,
+        key: Option<String>,
+        delete: bool,
+    ) {
+        let Some((ch, ns)) = self.resolve(id, channel) else {
             return;
         };
-        let subscribed = self.session.is_subscribed(&ch);
-        if !self.session.ident.may_publish(&ns, &ch, subscribed) {
-            if ns.publish == [Rule::Subscribers] {
-                self.error(
-                    id,
-                    ErrorCode::NotSubscribed,
-                    "subscribe to the channel to publish",
-                );
-            } else {
-                self.error(
-                    id,
-                    ErrorCode::Forbidden,
-                    "not allowed to publish to this channel",
-                );
-            }
-            return;
+        if let Err(r) = self.session.check_publish(&ns, &ch, to.is_some()) {
+            return self.error(id, r.code, r.message);
         }
-        if p.to.is_some() && !ns.allow_to {
-            self.error(
+        if key.is_some() || delete {
+            return self.error(
                 id,
-                ErrorCode::Forbidden,
-                "`to` is not allowed in this namespace",
+                ErrorCode::InvalidPayload,
+                "`key` and `delete` are for state channels",
             );
-            return;
         }
+        let mut p = Publication::new(ch, event, payload);
+        p.to = to;
+        p.volatile = volatile;
         let ident = &self.session.ident;
         p.from = Some(ClientInfo {
             user_id: ident.user_id.clone(),
             session_id: ident.session_id.clone(),
             info: ident.info.clone(),
         });
-        let forward = (ns.forward && !p.volatile && p.to.is_none()).then(|| {
-            let mut copy = Publication::new(p.channel.clone(), p.event.clone(), p.payload.clone());
-            copy.from = p.from.clone();
-            copy.timestamp = p.timestamp.clone();
-            copy
-        });
-        match self.node.publish(p, &ns).await {
+        // A forwarded publication is acknowledged only once it is in the upstream
+        // stream (SPEC 8.5): appended first, so a failure leaves nothing half done.
+        if ns.forward && p.storable() {
+            if let Err(e) = self.node.brokers.cluster.forward(&p, self.handle.id).await {
+                return self.error(id, broker_code(&e), "not forwarded upstream, not published");
+            }
+        }
+        match self.node.publish(p, &ns, None).await {
             Ok(r) => {
-                if let Some(copy) = forward {
-                    if let Err(e) = self
-                        .node
-                        .broker
-                        .forward(&copy, &self.handle.id.to_string())
-                        .await
-                    {
-                        tracing::warn!(error = %e, "upstream append failed");
-                    }
-                }
                 self.node
                     .metrics
-                    .counter(PUBLICATIONS, "source", "client")
+                    .counter(crate::metrics::PUBLICATIONS, "source", "client")
                     .increment(1);
                 if id.is_some() {
                     self.send(ServerMessage::Ack { offset: r.offset }.to_bytes(id));
                 }
             }
-            Err(_) => self.error(
-                id,
-                ErrorCode::Unavailable,
-                "broker unavailable, not published",
-            ),
+            Err(e) => self.error(id, broker_code(&e), broker_message(&e)),
         }
     }
 
@@ -309,13 +311,16 @@ impl Conn {
             );
             return;
         }
-        if let Err(code) = self.subscribe_to(&ch, None, None, true).await {
+        if let Err(code) = self
+            .subscribe_to(&ch, None, None, true, Grant::Server)
+            .await
+        {
             self.error(None, code, "server-side subscribe failed");
         }
     }
 
-    pub(super) async fn server_unsubscribe(&mut self, ch: ChannelName) {
-        if self.unsubscribe_from(&ch).await {
+    pub(super) fn server_unsubscribe(&mut self, ch: ChannelName) {
+        if self.unsubscribe_from(&ch) {
             self.send(
                 ServerMessage::Unsubscribed {
                     channel: ch.as_str(),
@@ -325,17 +330,17 @@ impl Conn {
         }
     }
 
-    /// The connection is gone: leave every channel (presence, leave events, interest).
-    pub(super) async fn session_end(&mut self) {
-        if let Some(user) = self.session.counted_user.take() {
-            let me = self.handle.id.to_string();
-            self.node.broker.user_disconnected(&user, &me).await;
+    /// The connection is gone: the hub forgets it at once; presence, `leave`, broker
+    /// interest and the user registry are the janitor's, so nothing here waits on
+    /// the broker.
+    pub(super) fn session_end(&mut self) {
+        if let Some(who) = self.session.counted_user.take() {
+            self.node.chore(Chore::UserGone(who, self.handle.id));
         }
-        let subs = std::mem::take(&mut self.session.subs);
-        for ch in subs {
-            self.node.unsubscribe(&self.handle, &ch).await;
-            if let Some(ns) = self.node.namespaces.get(ch.namespace()).cloned() {
-                self.node.left(&self.handle, &ch, &ns).await;
+        for sub in std::mem::take(&mut self.session.subs) {
+            self.node.unsubscribe(&self.handle, &sub.channel);
+            if let Some(ns) = self.node.namespaces.get(sub.channel.namespace()).cloned() {
+                self.left_chore(&sub.channel, &ns);
             }
         }
     }

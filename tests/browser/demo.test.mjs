@@ -21,8 +21,8 @@ test('two shoppers chat, see presence and typing, get live updates, and survive 
   after(() => redis.stop());
   const cli = redis.cli;
 
-  // Development mode (no config file): the node serves /demo. Fixed secrets through
-  // the environment so tokens stay valid across the restart.
+  // Development mode (no config file, no secret): the node serves /demo and makes new
+  // secrets at every start; the page fetches a fresh token for every connect.
   const node = await startNode('', {
     dev: true,
     env: { SWITCHYARD_BROKER: 'redis', SWITCHYARD_REDIS__URL: redis.url },

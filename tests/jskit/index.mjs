@@ -104,11 +104,11 @@ function childEnv(extra = {}) {
  * Starts the binary on a free port and waits for `/health` and `/ready`.
  *
  * `toml` is appended to a config file that sets `listen`, `node_id`,
- * `auth.jwt_secret` and `api.key`. With `{ dev: true }` there is no config file at
- * all (development mode, which serves `/demo`): the same settings go through
- * `SWITCHYARD_*` environment variables, and `toml` must be empty. `env` adds
- * variables (e.g. `SWITCHYARD_BROKER`). `stderr` is the child's stderr: 'inherit'
- * (default) or 'ignore'.
+ * `auth.jwt_secret` and `api.key`. With `{ dev: true }` there is no config file and
+ * no secret in the environment (development mode, which serves `/demo`): the node
+ * generates its secrets at every start, and the API key is read from the banner it
+ * prints; `toml` must be empty. `env` adds variables (e.g. `SWITCHYARD_BROKER`).
+ * `stderr` is the child's stderr: 'inherit' (default) or 'ignore'.
  *
  * The node: `{port, base, ws, pid, start(), kill(), stop(), token(sub, ...args),
  * api(path, body), publish(channel, type, payload)}` (`token` only with a config).
@@ -127,11 +127,12 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
     vars = childEnv({
       SWITCHYARD_LISTEN: `127.0.0.1:${port}`,
       SWITCHYARD_NODE_ID: nodeId,
-      SWITCHYARD_AUTH__JWT_SECRET: JWT_SECRET,
-      SWITCHYARD_API__KEY: API_KEY,
       ...env,
     });
     delete vars.SWITCHYARD_CONFIG;
+    delete vars.SWITCHYARD_AUTH__JWT_SECRET;
+    delete vars.SWITCHYARD_AUTH__JWT_PUBLIC_KEY_FILE;
+    delete vars.SWITCHYARD_API__KEY;
   } else {
     writeFileSync(
       config,
@@ -146,8 +147,19 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
     ws: `ws://127.0.0.1:${port}/ws`,
     /** The PID of the running binary; null while it is down. */
     pid: null,
+    /** The API key: fixed with a config, read from the banner in development mode. */
+    apiKey: dev ? null : API_KEY,
     async start() {
-      const child = spawn(BIN, args, { env: vars, stdio: ['ignore', 'ignore', stderr] });
+      const child = spawn(BIN, args, { env: vars, stdio: ['ignore', dev ? 'pipe' : 'ignore', stderr] });
+      if (dev) {
+        this.apiKey = null;
+        let banner = '';
+        child.stdout.on('data', (chunk) => {
+          banner += chunk;
+          const m = banner.match(/X-API-Key: ([0-9a-f]+)/);
+          if (m) this.apiKey = m[1];
+        });
+      }
       this.pid = child.pid;
       running.add(child.pid);
       let gone = null;
@@ -164,6 +176,7 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
       };
       await eventually('node /health', () => up('/health'));
       await eventually('node /ready', () => up('/ready'));
+      if (dev) await eventually('the development banner with the API key', () => this.apiKey);
     },
     /** SIGKILL by PID: the node dies at once, as in a crash. */
     kill() {
@@ -187,7 +200,7 @@ export async function startNode(toml = '', { dev = false, env = {}, nodeId = 'js
     async api(path, body) {
       const r = await fetch(`${base}${path}`, {
         method: 'POST',
-        headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+        headers: { 'X-API-Key': this.apiKey, 'Content-Type': 'application/json' },
         body: JSON.stringify(body),
       });
       if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);

@@ -1,41 +1,37 @@
-//! History reads through the `switchyard_history` function (one atomic call).
+//! History reads through the `switchyard_history` function: one atomic call that
+//! answers the epoch, the newest offset and the publications, and creates nothing.
 
 use std::sync::Arc;
 
 use deadpool_redis::redis::{self, Value};
 
 use super::conn::Conn;
-use super::{unavailable, wire, Keys};
+use super::{functions, wire, Keys};
 use crate::broker::{BrokerError, HistoryPage};
+use crate::channel::ChannelName;
 
-/// Reads a channel's history atomically (one `switchyard_history` call): epoch,
-/// newest offset and the publications after `since` (all kept when `None`), at most
-/// the newest `limit`. With `ttl_secs > 0` a channel without history gets its epoch
-/// now, so a subscriber's epoch is the one its first publication will carry.
+/// Reads a channel's history: the publications after `since` (all kept when `None`),
+/// at most the newest `limit`. A channel without history answers epoch "" and
+/// offset 0, and nothing is written.
 pub(crate) async fn read_history(
     conn: &mut Conn,
+    library: &str,
     keys: &Keys,
-    ch: &str,
-    ttl_secs: u64,
+    ch: &ChannelName,
     since: Option<u64>,
     limit: Option<usize>,
 ) -> Result<HistoryPage, BrokerError> {
-    let meta_ttl = if ttl_secs > 0 { ttl_secs + 86400 } else { 0 };
-    let (epoch, top, entries): (String, u64, Value) = redis::cmd("FCALL")
-        .arg("switchyard_history")
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("switchyard_history")
         .arg(1)
-        .arg(keys.channel(ch))
+        .arg(keys.channel(ch.as_str()))
         .arg(since.map(|s| s as i64).unwrap_or(-1))
         .arg(if since.is_some() {
             0
         } else {
             limit.unwrap_or(0)
-        })
-        .arg(crate::ids::random_hex(8))
-        .arg(meta_ttl)
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
+        });
+    let (epoch, top, entries): (String, u64, Value) = functions::call(conn, library, &cmd).await?;
     let mut publications = Vec::new();
     if let Value::Array(items) = entries {
         for item in items {
@@ -49,7 +45,6 @@ pub(crate) async fn read_history(
             publications.drain(..publications.len() - limit);
         }
     }
-    // No meta: the history is gone (or never was); an empty epoch matches no client's.
     Ok(HistoryPage {
         publications,
         offset: top,

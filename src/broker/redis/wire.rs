@@ -8,6 +8,7 @@ use deadpool_redis::redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::channel::ChannelName;
 use crate::protocol::{is_reserved, ClientInfo, Publication};
 
 #[derive(Serialize)]
@@ -22,6 +23,10 @@ struct Out<'a> {
     to: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     volatile: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    delete: bool,
     /// The publishing node: marks a publication as not coming from a service.
     n: &'a str,
 }
@@ -35,6 +40,8 @@ pub(super) fn encode(p: &Publication, node: &str) -> String {
         from: p.from.as_ref(),
         to: p.to.as_deref(),
         volatile: p.volatile,
+        key: p.key.as_deref(),
+        delete: p.deleted,
         n: node,
     };
     serde_json::to_string(&out).unwrap_or_default()
@@ -53,14 +60,19 @@ struct In<'a> {
     #[serde(default)]
     volatile: bool,
     timestamp: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    delete: bool,
     n: Option<String>,
+    /// The stored entry's id, set by the functions with the offset.
+    i: Option<String>,
     /// Set by the `switchyard_publish` function: only then are offset/epoch trusted.
     h: Option<u8>,
 }
 
 /// Parses an envelope received for `channel`; `None` for anything malformed. The
 /// bool is true when a service (not a node) published it.
-pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)> {
+pub(super) fn decode(channel: &ChannelName, bytes: &[u8]) -> Option<(Publication, bool)> {
     let text = std::str::from_utf8(bytes).ok()?;
     if !text.trim_start().starts_with('{') {
         return None;
@@ -76,7 +88,7 @@ pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)>
         Some(p) => p.to_owned(),
         None => RawValue::from_string("null".to_owned()).ok()?,
     };
-    let mut p = Publication::new(Arc::from(channel), m.ty, payload);
+    let mut p = Publication::new(channel.clone(), m.ty, payload);
     if let Some(ts) = m.timestamp {
         if let Ok(t) = humantime::parse_rfc3339_weak(&ts) {
             // Latency is measured from when the publishing node accepted it.
@@ -88,13 +100,19 @@ pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)>
     // A plain PUBLISH writes no history (SPEC 8.1): offsets in it are ignored, so a
     // replayed or forged envelope cannot move this node's position.
     if m.h == Some(1) {
-        p.offset = m.offset.filter(|o| *o > 0 && *o < u64::MAX / 2);
+        p.offset = m
+            .offset
+            .filter(|o| *o > 0 && *o <= crate::protocol::MAX_SAFE_INTEGER);
         p.epoch = m.epoch.filter(|e| !e.is_empty()).map(Arc::from);
+        p.entry_id = m.i.filter(|i| !i.is_empty()).map(Arc::from);
     }
     if p.offset.is_none() || p.epoch.is_none() {
         p.offset = None;
         p.epoch = None;
+        p.entry_id = None;
     }
+    p.key = m.key.filter(|k| !k.is_empty()).map(Arc::from);
+    p.deleted = m.delete;
     p.from = if from_node { m.from } else { None };
     p.to = m.to;
     p.volatile = m.volatile;
@@ -102,7 +120,7 @@ pub(super) fn decode(channel: &str, bytes: &[u8]) -> Option<(Publication, bool)>
 }
 
 /// A history stream entry `[id, ["d", envelope]]`.
-pub(super) fn decode_stream_entry(channel: &str, entry: Value) -> Option<Publication> {
+pub(super) fn decode_stream_entry(channel: &ChannelName, entry: Value) -> Option<Publication> {
     let Value::Array(mut parts) = entry else {
         return None;
     };
@@ -126,8 +144,9 @@ mod tests {
 
     #[test]
     fn service_envelope_and_garbage() {
+        let ch = |n: &str| ChannelName::parse(n).expect("valid");
         let (p, from_service) = decode(
-            "order:1",
+            &ch("order:1"),
             br#"{"type":"order_update","payload":{"status":"shipped"}}"#,
         )
         .expect("valid");
@@ -142,14 +161,15 @@ mod tests {
             br#"{"type":""}"#,
             b"\xff",
         ] {
-            assert!(decode("a:b", bad).is_none(), "{bad:?}");
+            assert!(decode(&ch("a:b"), bad).is_none(), "{bad:?}");
         }
     }
 
     #[test]
     fn node_round_trip_keeps_from_and_offset() {
+        let chat = ChannelName::parse("chat:1").expect("valid");
         let mut p = Publication::new(
-            Arc::from("chat:1"),
+            chat.clone(),
             "m".into(),
             RawValue::from_string("[1]".into()).expect("raw"),
         );
@@ -159,14 +179,17 @@ mod tests {
             info: None,
         });
         let text = encode(&p, "n1");
-        let with_offset = format!("{{\"offset\":7,\"epoch\":\"e\",\"h\":1,{}", &text[1..]);
-        let (q, from_service) = decode("chat:1", with_offset.as_bytes()).expect("decode");
+        let with_offset = format!(
+            "{{\"offset\":7,\"epoch\":\"e\",\"i\":\"x7\",\"h\":1,{}",
+            &text[1..]
+        );
+        let (q, from_service) = decode(&chat, with_offset.as_bytes()).expect("decode");
+        assert_eq!(q.entry_id.as_deref(), Some("x7"));
         assert!(!from_service);
         assert_eq!(q.offset, Some(7));
         assert_eq!(q.epoch.as_deref(), Some("e"));
         assert_eq!(q.from.and_then(|f| f.user_id).as_deref(), Some("u"));
-        let (forged, _) =
-            decode("chat:1", br#"{"offset":9,"epoch":"x","type":"m"}"#).expect("decode");
+        let (forged, _) = decode(&chat, br#"{"offset":9,"epoch":"x","type":"m"}"#).expect("decode");
         assert_eq!(
             forged.offset, None,
             "offsets only from the history function"

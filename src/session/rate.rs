@@ -7,7 +7,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 const ABUSE_WINDOWS: u32 = 10;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub enum Verdict {
     Allow,
     /// This frame is over the rate: answer `rate_limited`, do nothing else.
     Limited,
@@ -15,7 +15,7 @@ pub(super) enum Verdict {
     Abuse,
 }
 
-pub(super) struct RateLimiter {
+pub struct RateLimiter {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -26,7 +26,7 @@ pub(super) struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub(super) fn new(rate: u32, burst: u32, now: Instant) -> RateLimiter {
+    pub fn new(rate: u32, burst: u32, now: Instant) -> RateLimiter {
         RateLimiter {
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
@@ -38,7 +38,7 @@ impl RateLimiter {
         }
     }
 
-    pub(super) fn check(&mut self, now: Instant) -> Verdict {
+    pub fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.duration_since(self.window_start);
         if elapsed >= WINDOW {
             let over = f64::from(self.window_count) > self.rate;
