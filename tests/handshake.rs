@@ -132,9 +132,10 @@ async fn idle_half_open_connections_do_not_stop_a_normal_client() {
     .collect();
     assert!(idle.len() > 4000, "opened {} idle sockets", idle.len());
     // Dropping the oldest is asynchronous: the count settles within moments.
-    eventually("the node to hold at most the cap of idle sockets", || async move {
-        (open_files(pid) <= baseline + 1024 + 16).then_some(())
-    })
+    eventually(
+        "the node to hold at most the cap of idle sockets",
+        || async move { (open_files(pid) <= baseline + 1024 + 16).then_some(()) },
+    )
     .await;
     // A connection made before the flood keeps receiving during it.
     publish_to(node.addr, "user:before", "during").await;

@@ -237,3 +237,27 @@ async fn disconnect_message_precedes_server_close() {
     assert_eq!(d["payload"]["reason"], "banned");
     assert_eq!(d["payload"]["reconnect"], false);
 }
+
+/// The JavaScript SDK's lists of message types are the server's: one list each, held
+/// to the Rust ones here (SPEC 2).
+#[test]
+fn the_javascript_sdk_knows_every_message_type() {
+    let js = std::fs::read_to_string(format!(
+        "{}/clients/js/src/protocol.js",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("clients/js/src/protocol.js");
+    let list = |name: &str| -> Vec<String> {
+        let start = js
+            .find(&format!("export const {name} = ["))
+            .unwrap_or_else(|| panic!("{name} in protocol.js"));
+        let body = &js[start..];
+        let body = &body[body.find('[').expect("[") + 1..body.find(']').expect("]")];
+        body.split(',')
+            .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    assert_eq!(list("SERVER_TYPES"), switchyard::protocol::SERVER_TYPES);
+    assert_eq!(list("CLIENT_TYPES"), switchyard::protocol::CLIENT_TYPES);
+}

@@ -420,6 +420,20 @@ impl Cluster for MemoryBroker {
         Ok(self.users.lock().len())
     }
 
+    async fn read_events(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, Event)>, BrokerError> {
+        let after = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        Ok(self
+            .events
+            .read(after, max)
+            .into_iter()
+            .map(|(seq, e)| (seq.to_string(), e))
+            .collect())
+    }
+
     async fn deregister(&self) {}
 
     fn is_up(&self) -> bool {

@@ -308,6 +308,14 @@ pub trait Cluster: Send + Sync + 'static {
     /// Distinct users and sessions connected anywhere.
     async fn user_count(&self) -> Result<usize, BrokerError>;
 
+    /// Lifecycle events appended after the one with id `after` (from the start when
+    /// `None`), at most `max`, oldest first, with their ids (SPEC 17).
+    async fn read_events(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, crate::events::Event)>, BrokerError>;
+
     /// Removes this node from the registry (clean shutdown).
     async fn deregister(&self);
 

@@ -84,6 +84,40 @@ impl Commands {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Commands::Cluster(_))
     }
+
+    /// Runs independent commands in one round trip: one pipeline on one Redis; on a
+    /// cluster (where a pipeline may not cross slots) all at once on the multiplexed
+    /// connection, which sends each to its slot's master.
+    pub(crate) async fn run_all(&self, cmds: Vec<Cmd>) -> Result<(), BrokerError> {
+        use futures_util::{stream, StreamExt};
+        let classify = |e: deadpool_redis::redis::RedisError| super::functions::classify(&e);
+        let mut conn = self.get().await?;
+        match &mut conn {
+            Conn::Single(c) => {
+                let mut pipe = deadpool_redis::redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd).ignore();
+                }
+                pipe.query_async::<()>(c).await.map_err(classify)
+            }
+            Conn::Cluster(c) => {
+                let shared: deadpool_redis::redis::cluster_async::ClusterConnection = (**c).clone();
+                let mut results = stream::iter(cmds)
+                    .map(|cmd| {
+                        let mut conn = shared.clone();
+                        async move { cmd.query_async::<Value>(&mut conn).await }
+                    })
+                    .buffer_unordered(256);
+                let mut first_error = None;
+                while let Some(r) = results.next().await {
+                    if let (Err(e), None) = (r, &first_error) {
+                        first_error = Some(classify(e));
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Conn {

@@ -139,18 +139,17 @@ pub(super) async fn refresh(broker: Weak<RedisBroker>) {
             continue;
         }
         let started = Instant::now();
-        let mut pipe = redis::pipe();
-        for (ch, entries) in &snapshot {
-            let refs: Vec<(&str, &str, &str)> = entries
-                .iter()
-                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-                .collect();
-            pipe.add_command(b.presence_add_cmd(ch, &refs)).ignore();
-        }
-        let Ok(mut conn) = b.conn().await else {
-            continue;
-        };
-        match pipe.query_async::<()>(&mut conn).await {
+        let cmds: Vec<redis::Cmd> = snapshot
+            .iter()
+            .map(|(ch, entries)| {
+                let refs: Vec<(&str, &str, &str)> = entries
+                    .iter()
+                    .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+                    .collect();
+                b.presence_add_cmd(ch, &refs)
+            })
+            .collect();
+        match b.pool.run_all(cmds).await {
             Ok(()) => tracing::trace!(
                 channels = snapshot.len(),
                 ms = started.elapsed().as_millis() as u64,
@@ -158,7 +157,9 @@ pub(super) async fn refresh(broker: Weak<RedisBroker>) {
             ),
             Err(e) => {
                 if e.to_string().contains("Function not found") {
-                    let _ = functions::load(&mut conn, &b.library).await;
+                    if let Ok(mut conn) = b.conn().await {
+                        let _ = functions::load(&mut conn, &b.library).await;
+                    }
                 }
                 tracing::debug!(error = %e, "presence refresh failed");
             }

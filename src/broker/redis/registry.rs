@@ -55,7 +55,6 @@ impl RedisBroker {
     /// node records it in the online set and the events stream (other slots).
     async fn record_transition(
         &self,
-        conn: &mut Conn,
         who: &str,
         online: bool,
         conn_id: &str,
@@ -69,15 +68,13 @@ impl RedisBroker {
             EventKind::UserOffline
         };
         let (user_id, session_id) = ids_of(who);
-        let mut pipe = redis::pipe();
-        pipe.cmd(if online { "SADD" } else { "SREM" })
-            .arg(self.keys.online())
-            .arg(who)
-            .ignore();
+        let mut membership = redis::cmd(if online { "SADD" } else { "SREM" });
+        membership.arg(self.keys.online()).arg(who);
+        let mut cmds = vec![membership];
         let maxlen = self.maxlen_for(kind);
         if maxlen > 0 {
-            pipe.cmd("XADD")
-                .arg(self.keys.events())
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(self.keys.events())
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(maxlen)
@@ -91,12 +88,10 @@ impl RedisBroker {
                     ("node", &self.node_id),
                     ("ts", &timestamp_now()),
                     ("data", "{}"),
-                ])
-                .ignore();
+                ]);
+            cmds.push(xadd);
         }
-        pipe.query_async::<()>(conn)
-            .await
-            .map_err(|e| functions::classify(&e))
+        self.pool.run_all(cmds).await
     }
 
     async fn live_nodes(&self, conn: &mut Conn) -> Result<HashSet<String>, BrokerError> {
@@ -195,7 +190,7 @@ impl RedisBroker {
                         .arg(timestamp_now());
                     let (offline,): (i64,) = functions::call(conn, &self.library, &cmd).await?;
                     if offline == 1 {
-                        self.record_transition(conn, &who, false, "").await?;
+                        self.record_transition(&who, false, "").await?;
                     }
                 }
             }
@@ -218,17 +213,11 @@ impl RedisBroker {
                     self.vacate_on(conn, &ch, &node, events).await?;
                 }
             }
-            redis::pipe()
-                .cmd("ZREM")
-                .arg(self.keys.nodes())
-                .arg(&node)
-                .ignore()
-                .cmd("DEL")
-                .arg(self.keys.node(&node))
-                .ignore()
-                .query_async::<()>(conn)
-                .await
-                .map_err(|e| functions::classify(&e))?;
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(self.keys.nodes()).arg(&node);
+            let mut del = redis::cmd("DEL");
+            del.arg(self.keys.node(&node));
+            self.pool.run_all(vec![zrem, del]).await?;
         }
         Ok(())
     }
@@ -276,7 +265,7 @@ impl Cluster for RedisBroker {
             .map_err(|e| functions::classify(&e))?;
         let online = matches!(reply.first(), Some(Value::Int(1)));
         if online {
-            self.record_transition(&mut conn, who, true, &id).await?;
+            self.record_transition(who, true, &id).await?;
         }
         let members: Vec<String> = reply
             .iter()
@@ -329,7 +318,7 @@ impl Cluster for RedisBroker {
                 .map_err(|e| functions::classify(&e))?;
         }
         if offline == 1 {
-            self.record_transition(&mut conn, who, false, &id).await?;
+            self.record_transition(who, false, &id).await?;
         }
         Ok(())
     }
@@ -412,6 +401,25 @@ impl Cluster for RedisBroker {
             .query_async(&mut conn)
             .await
             .map_err(|e| functions::classify(&e))
+    }
+
+    async fn read_events(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, crate::events::Event)>, BrokerError> {
+        let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
+        let mut conn = self.conn().await?;
+        let entries: Value = redis::cmd("XRANGE")
+            .arg(self.keys.events())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| functions::classify(&e))?;
+        Ok(super::wire::decode_events(entries))
     }
 
     async fn deregister(&self) {

@@ -138,6 +138,57 @@ pub(super) fn decode_stream_entry(channel: &ChannelName, entry: Value) -> Option
     None
 }
 
+/// Entries of the events stream (`XRANGE` / `XREADGROUP` answers): `[id, [field,
+/// value, ...]]` each; entries that are not events are skipped.
+pub(crate) fn decode_events(entries: Value) -> Vec<(String, crate::events::Event)> {
+    let Value::Array(items) = entries else {
+        return Vec::new();
+    };
+    items.into_iter().filter_map(decode_event).collect()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn decode_event(entry: Value) -> Option<(String, crate::events::Event)> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let id = text(parts.first()?)?;
+    let Value::Array(fields) = parts.get(1)? else {
+        return None;
+    };
+    let mut map = std::collections::HashMap::new();
+    for kv in fields.chunks(2) {
+        if let [k, v] = kv {
+            map.insert(text(k)?, text(v)?);
+        }
+    }
+    let opt = |k: &str| map.get(k).filter(|v| !v.is_empty()).cloned();
+    let event = crate::config::EventKind::parse(map.get("event")?)?;
+    Some((
+        id,
+        crate::events::Event {
+            event,
+            channel: opt("channel"),
+            user_id: opt("user_id"),
+            session_id: opt("session_id"),
+            conn_id: opt("conn_id"),
+            node: map.get("node").cloned().unwrap_or_default(),
+            ts: map.get("ts").cloned().unwrap_or_default(),
+            data: map
+                .get("data")
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(serde_json::Value::Null),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
