@@ -55,9 +55,14 @@ pub struct Node {
     pub started: Instant,
     draining: AtomicBool,
     chores: mpsc::UnboundedSender<Chore>,
-    // A sync mutex around a small map: looked up and filled without awaiting.
-    presence_cache: Mutex<HashMap<ChannelName, (Instant, Presence)>>,
+    // A sync mutex around a small map of per-channel slots, taken without awaiting;
+    // each slot's own async mutex is held across the read, so callers that arrive
+    // together wait for one read instead of each making one.
+    presence_cache: Mutex<HashMap<ChannelName, Arc<PresenceSlot>>>,
 }
+
+/// One channel's cached presence answer.
+type PresenceSlot = tokio::sync::Mutex<Option<(Instant, Presence)>>;
 
 impl Node {
     pub fn new(config: Config) -> Result<Arc<Node>, ConfigError> {
@@ -271,9 +276,18 @@ impl Node {
         }
     }
 
-    /// The channel's presence: exact counts, at most 1,000 clients, cached a moment.
+    /// The channel's presence: exact counts, at most 1,000 clients, cached a moment
+    /// (one read for a crowd asking at once).
     pub async fn presence(&self, ch: &ChannelName) -> Result<Presence, BrokerError> {
-        if let Some((at, view)) = self.presence_cache.lock().get(ch) {
+        let slot = {
+            let mut cache = self.presence_cache.lock();
+            if cache.len() > 10_000 {
+                cache.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            cache.entry(ch.clone()).or_default().clone()
+        };
+        let mut cached = slot.lock().await;
+        if let Some((at, view)) = cached.as_ref() {
             if at.elapsed() < PRESENCE_CACHE {
                 return Ok(view.clone());
             }
@@ -298,11 +312,7 @@ impl Node {
                 })
                 .collect(),
         };
-        let mut cache = self.presence_cache.lock();
-        if cache.len() > 10_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < PRESENCE_CACHE);
-        }
-        cache.insert(ch.clone(), (Instant::now(), view.clone()));
+        *cached = Some((Instant::now(), view.clone()));
         Ok(view)
     }
 

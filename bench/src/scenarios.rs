@@ -41,8 +41,7 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
     }
     redis.restart();
     let accepting = Instant::now();
-    let client =
-        deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
+    let client = redis::Client::open(format!("redis://{redis_addr}")).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -50,7 +49,7 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
     // Probe the last user until a delivery proves the path is back.
     let probe = |i: usize| format!(r#"{{"type":"probe","payload":{{"i":{i}}}}}"#);
     let first_delivery = loop {
-        let _: Result<i64, _> = deadpool_redis::redis::cmd("PUBLISH")
+        let _: Result<i64, _> = redis::cmd("PUBLISH")
             .arg(format!("switchyard:{{user:u{}}}", conns - 1))
             .arg(probe(conns - 1))
             .query_async(&mut conn)
@@ -66,7 +65,7 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
     };
     // Then every user channel, pipelined: each must deliver.
     let before = delivered.load(Ordering::Relaxed);
-    let mut pipe = deadpool_redis::redis::pipe();
+    let mut pipe = redis::pipe();
     for i in 0..conns {
         pipe.cmd("PUBLISH")
             .arg(format!("switchyard:{{user:u{i}}}"))
@@ -92,11 +91,8 @@ pub(crate) async fn reconnect(conns: usize) -> Value {
 }
 
 /// `calls` of one command in Redis' INFO commandstats.
-pub(crate) async fn redis_calls(
-    conn: &mut deadpool_redis::redis::aio::MultiplexedConnection,
-    cmd: &str,
-) -> u64 {
-    let info: String = deadpool_redis::redis::cmd("INFO")
+pub(crate) async fn redis_calls(conn: &mut redis::aio::MultiplexedConnection, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
@@ -167,8 +163,7 @@ pub(crate) async fn cluster(
         }
     }
     remote.await_ready().await;
-    let client =
-        deadpool_redis::redis::Client::open(format!("redis://{redis_addr}")).expect("client");
+    let client = redis::Client::open(format!("redis://{redis_addr}")).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await

@@ -213,9 +213,13 @@ pub enum Delivery {
     /// Offsets after `after` and before this one are missing: fill them from history
     /// first, then hand this one again.
     Gap { after: u64 },
-    /// It belongs to another history, or reuses an offset delivered with another
-    /// entry: the channel's subscribers were closed with 4012 and the position moved.
+    /// It belongs to another history: the channel's subscribers were closed with
+    /// 4012 and the position moved.
     Lost,
+    /// It reuses the offset delivered last with another entry (a failover lost
+    /// writes): nothing was delivered; the broker gives the channel a new epoch and
+    /// then closes its subscribers (`Sink::lose`).
+    Reused,
 }
 
 /// Where a broker hands what it receives for this node: publications in channel

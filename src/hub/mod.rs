@@ -373,9 +373,10 @@ impl Hub {
                 Verdict::Next => *pos = Position::after(p),
                 Verdict::Duplicate => return Delivery::Duplicate,
                 Verdict::Gap { after } => return Delivery::Gap { after },
-                Verdict::OtherHistory | Verdict::Reused => {
-                    // Offsets the subscribers hold are void (another history, or reused
-                    // after a rollback): 4012, and they re-subscribe with `since`.
+                Verdict::Reused => return Delivery::Reused,
+                Verdict::OtherHistory => {
+                    // Offsets the subscribers hold are void (another history): 4012,
+                    // and they re-subscribe with `since`.
                     *pos = Position::after(p);
                     drop(pos);
                     Self::close_all(entry, CloseCode::InsufficientState);

@@ -33,6 +33,10 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // Tests make Redis slow on purpose (DEBUG SLEEP): an answer that comes
+                // after the node's timeout.
+                "--enable-debug-command",
+                "local",
             ])
             .args(extra)
             .arg("--dir")

@@ -1,82 +1,154 @@
-//! Command connections for both Redis shapes: a deadpool of multiplexed connections
-//! to one Redis, or a deadpool of cluster connections that route each command to the
-//! master of its key's slot. The rest of the broker sees one `Conn` type.
+//! Command connections for both Redis shapes: `redis.pool_size` multiplexed
+//! connections to one Redis (each a `ConnectionManager`, which reconnects by itself),
+//! used round-robin, or one multiplexed cluster connection that routes each command
+//! to the master of its key's slot. Connections are opened on first use, so a node
+//! starts while Redis is down. A connection is shared by every caller at once: taking
+//! one costs no round trip (a checked-out pool connection would cost a PING each).
+//! The rest of the broker sees one `Conn` type.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::ConnectionLike;
-use deadpool_redis::redis::{Cmd, Pipeline, RedisFuture, Value};
-use deadpool_redis::{PoolConfig, Runtime, Timeouts};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use tokio::sync::Mutex;
 
 use crate::broker::BrokerError;
 use crate::config::RedisConfig;
 
+/// Bound on opening a connection and on any one answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Generous enough for a large history read; a dead peer must not hang a caller.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub(crate) enum Commands {
-    Single(deadpool_redis::Pool),
-    Cluster(deadpool_redis::cluster::Pool),
+    Single(Arc<Single>),
+    Cluster(Arc<Cluster>),
 }
 
+pub(crate) struct Single {
+    client: redis::Client,
+    size: usize,
+    // The open connections: read on every command (a clone of one handle), written
+    // when one opens or all are dropped; a sync lock, never held across an await.
+    open: parking_lot::RwLock<Vec<ConnectionManager>>,
+    // Held while a connection is being opened (awaited): one at a time, so callers
+    // of an empty set wait for one connection instead of opening many.
+    opening: Mutex<()>,
+    next: AtomicUsize,
+}
+
+pub(crate) struct Cluster {
+    url: String,
+    // As above: one connection, opened once by the first caller.
+    conn: Mutex<Option<ClusterConnection>>,
+}
+
+#[derive(Clone)]
 pub(crate) enum Conn {
-    Single(deadpool_redis::Connection),
-    Cluster(deadpool_redis::cluster::Connection),
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
-fn pool_config(size: usize) -> PoolConfig {
-    PoolConfig {
-        max_size: size,
-        timeouts: Timeouts {
-            wait: Some(Duration::from_secs(2)),
-            create: Some(Duration::from_secs(2)),
-            recycle: Some(Duration::from_secs(2)),
-        },
-        ..PoolConfig::default()
-    }
+fn down(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
 }
 
 impl Commands {
     pub(crate) fn new(cfg: &RedisConfig) -> Result<Commands, BrokerError> {
         let bad = |e: &dyn std::fmt::Display| BrokerError::Internal(format!("redis.url: {e}"));
         if cfg.cluster {
-            let mut c = deadpool_redis::cluster::Config::from_urls(vec![cfg.url.clone()]);
-            c.pool = Some(pool_config(cfg.pool_size));
-            c.create_pool(Some(Runtime::Tokio1))
-                .map(Commands::Cluster)
-                .map_err(|e| bad(&e))
-        } else {
-            // Explicit timeouts: redis' default response timeout (500 ms) is shorter
-            // than a large history read may need, and a dead peer must not hang us.
-            let conn_cfg = deadpool_redis::redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(3)));
-            let manager = deadpool_redis::Manager::new_with_config(cfg.url.as_str(), conn_cfg)
-                .map_err(|e| bad(&e))?;
-            let pc = pool_config(cfg.pool_size);
-            deadpool_redis::Pool::builder(manager)
-                .config(pc)
-                .runtime(Runtime::Tokio1)
+            // The URL is checked now: a bad one refuses to start the node.
+            redis::cluster::ClusterClientBuilder::new(vec![cfg.url.as_str()])
                 .build()
-                .map(Commands::Single)
-                .map_err(|e| bad(&e))
+                .map_err(|e| bad(&e))?;
+            Ok(Commands::Cluster(Arc::new(Cluster {
+                url: cfg.url.clone(),
+                conn: Mutex::new(None),
+            })))
+        } else {
+            let client = redis::Client::open(cfg.url.as_str()).map_err(|e| bad(&e))?;
+            Ok(Commands::Single(Arc::new(Single {
+                client,
+                size: cfg.pool_size.max(1),
+                open: parking_lot::RwLock::new(Vec::new()),
+                opening: Mutex::new(()),
+                next: AtomicUsize::new(0),
+            })))
         }
     }
 
     pub(crate) async fn get(&self) -> Result<Conn, BrokerError> {
-        let down = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
         match self {
-            Commands::Single(p) => p.get().await.map(Conn::Single).map_err(|e| down(&e)),
-            Commands::Cluster(p) => p.get().await.map(Conn::Cluster).map_err(|e| down(&e)),
+            Commands::Single(p) => {
+                let (picked, missing) = {
+                    let open = p.open.read();
+                    let n = p.next.fetch_add(1, Ordering::Relaxed);
+                    let picked = (!open.is_empty()).then(|| open[n % open.len()].clone());
+                    (picked, open.len() < p.size)
+                };
+                match picked {
+                    Some(c) => {
+                        if missing {
+                            // Grows toward `pool_size` beside the callers, never before them.
+                            let p = p.clone();
+                            tokio::spawn(async move {
+                                if let Ok(_one) = p.opening.try_lock() {
+                                    if p.open.read().len() < p.size {
+                                        if let Ok(c) = p.connect().await {
+                                            p.open.write().push(c);
+                                        }
+                                    }
+                                }
+                            });
+                        }
+                        Ok(Conn::Single(c))
+                    }
+                    None => {
+                        let _one = p.opening.lock().await;
+                        if let Some(c) = p.open.read().first() {
+                            return Ok(Conn::Single(c.clone()));
+                        }
+                        let c = p.connect().await?;
+                        p.open.write().push(c.clone());
+                        Ok(Conn::Single(c))
+                    }
+                }
+            }
+            Commands::Cluster(p) => {
+                let mut slot = p.conn.lock().await;
+                if let Some(c) = slot.as_ref() {
+                    return Ok(Conn::Cluster(c.clone()));
+                }
+                let client = redis::cluster::ClusterClientBuilder::new(vec![p.url.as_str()])
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(down)?;
+                let opened =
+                    tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection())
+                        .await
+                        .map_err(|_| down("redis cluster connect timed out"))?
+                        .map_err(down)?;
+                *slot = Some(opened.clone());
+                Ok(Conn::Cluster(opened))
+            }
         }
     }
 
-    /// Drops every idle connection (after a silent network fault they may be dead).
+    /// Drops every connection (after a silent network fault they may be dead): the
+    /// next commands open fresh ones.
     pub(crate) fn reset(&self) {
         match self {
-            Commands::Single(p) => {
-                p.retain(|_, _| false);
-            }
+            Commands::Single(p) => p.open.write().clear(),
             Commands::Cluster(p) => {
-                p.retain(|_, _| false);
+                if let Ok(mut s) = p.conn.try_lock() {
+                    *s = None;
+                }
             }
         }
     }
@@ -90,18 +162,16 @@ impl Commands {
     /// connection, which sends each to its slot's master.
     pub(crate) async fn run_all(&self, cmds: Vec<Cmd>) -> Result<(), BrokerError> {
         use futures_util::{stream, StreamExt};
-        let classify = |e: deadpool_redis::redis::RedisError| super::functions::classify(&e);
-        let mut conn = self.get().await?;
-        match &mut conn {
-            Conn::Single(c) => {
-                let mut pipe = deadpool_redis::redis::pipe();
+        let classify = |e: redis::RedisError| super::functions::classify(&e);
+        match self.get().await? {
+            Conn::Single(mut c) => {
+                let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command(cmd).ignore();
                 }
-                pipe.query_async::<()>(c).await.map_err(classify)
+                pipe.query_async::<()>(&mut c).await.map_err(classify)
             }
-            Conn::Cluster(c) => {
-                let shared: deadpool_redis::redis::cluster_async::ClusterConnection = (**c).clone();
+            Conn::Cluster(shared) => {
                 let mut results = stream::iter(cmds)
                     .map(|cmd| {
                         let mut conn = shared.clone();
@@ -117,6 +187,23 @@ impl Commands {
                 first_error.map_or(Ok(()), Err)
             }
         }
+    }
+}
+
+impl Single {
+    async fn connect(&self) -> Result<ConnectionManager, BrokerError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| down("redis connect timed out"))?
+        .map_err(down)
     }
 }
 

@@ -3,7 +3,7 @@
 //! missing (`FUNCTION FLUSH`, a fresh replica promoted), and mapping Redis errors to
 //! what they mean for the caller.
 
-use deadpool_redis::redis::{self, ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
+use redis::{self, ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::conn::Conn;
 use crate::broker::BrokerError;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use deadpool_redis::redis::{self, Value};
+use redis::{self, Value};
 
 use super::conn::Conn;
 use super::{functions, wire, Keys};

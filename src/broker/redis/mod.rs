@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Value};
 use parking_lot::Mutex;
+use redis::{self, Value};
 
 use super::{
     Broker, BrokerError, HistoryOpts, HistoryPage, PublishOpts, Published, Sink, SubscribeOpts,

@@ -11,7 +11,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Value};
+use redis::{self, Value};
 
 use super::{functions, RedisBroker};
 use crate::broker::{BrokerError, Presence, PresenceEntry, PresenceSet};

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Value};
+use redis::{self, Value};
 
 use super::{functions, Conn, RedisBroker, REGISTRY_TTL};
 use crate::broker::{BrokerError, Cluster, Control, NodeReport};

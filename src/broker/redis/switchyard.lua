@@ -369,6 +369,23 @@ local function vacate(keys, args)
   return {vacated and 1 or 0}
 end
 
+-- After a failover that lost writes (SPEC 8.5), the history's offsets mean other
+-- publications than the ones clients saw: a node that detects it gives the channel a
+-- new epoch, so every client learns recovered=false instead of a wrong recovery.
+--   FCALL switchyard_reepoch 1 <prefix>:{<channel>} <expected-epoch> <new-epoch>
+-- returns the epoch now in force (unchanged when another node did it first).
+local function reepoch(keys, args)
+  local meta = keys[1] .. ':meta'
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if epoch == args[1] then
+    redis.call('HSET', meta, 'epoch', args[2])
+    redis.call('DEL', keys[1] .. ':history')
+    return args[2]
+  end
+  return epoch or ''
+end
+
+redis.register_function('switchyard_reepoch', reepoch)
 redis.register_function('switchyard_occupy', occupy)
 redis.register_function('switchyard_vacate', vacate)
 redis.register_function('switchyard_publish', publish)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use deadpool_redis::redis::Value;
+use redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

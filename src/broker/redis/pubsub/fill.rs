@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::super::{history::read_history, Commands, Keys};
 use crate::broker::{Delivery, Sink};
 use crate::channel::ChannelName;
-use crate::position::{fill_check, Position};
+use crate::position::{fill_check, Loss, Position};
 use crate::protocol::Publication;
 
 /// How long a fill keeps trying to read history before it gives the channel up
@@ -67,13 +67,19 @@ impl Filler {
             f.queue.push_back(p);
             return;
         }
-        if let Delivery::Gap { after } = self.sink.deliver(&p) {
-            let ch = p.channel.clone();
-            let from = Position {
+        let from = match self.sink.deliver(&p) {
+            Delivery::Gap { after } => Position {
                 epoch: p.epoch.clone(),
                 offset: after,
                 entry_id: None,
-            };
+            },
+            // The history is read from the hub's position: its entry there is not the
+            // one delivered, which the fill turns into a new epoch and a 4012.
+            Delivery::Reused => self.sink.position(&p.channel).unwrap_or_default(),
+            Delivery::Delivered | Delivery::Duplicate | Delivery::Lost => return,
+        };
+        {
+            let ch = p.channel.clone();
             let mut f = Filling::default();
             f.queue.push_back(p);
             filling.insert(ch.clone(), f);
@@ -110,9 +116,16 @@ impl Filler {
                     }
                     Err(loss) => {
                         tracing::info!(channel = %ch, ?loss, "history cannot fill a gap: subscribers closed with 4012");
+                        let epoch = match loss {
+                            // Offsets now name other publications than clients saw: a
+                            // new epoch makes every `since` of the old one unrecoverable.
+                            Loss::Reused | Loss::RolledBack => self.reepoch(&ch, &page.epoch).await,
+                            Loss::Epoch | Loss::Trimmed => page.epoch.clone(),
+                        };
                         let last = page.publications.last().and_then(|p| p.entry_id.clone());
+                        let last = last.filter(|_| epoch == page.epoch);
                         self.sink
-                            .lose(&ch, Position::new(&page.epoch, page.offset, last));
+                            .lose(&ch, Position::new(&epoch, page.offset, last));
                     }
                 },
                 None => {
@@ -136,15 +149,42 @@ impl Filler {
         if std::mem::take(&mut f.again) {
             return false;
         }
+        let epoch = self.sink.position(ch).and_then(|p| p.epoch);
         while let Some(p) = f.queue.pop_front() {
-            if let Delivery::Gap { .. } = self.sink.deliver(&p) {
-                // History holds less than this publication proves was written (a
-                // failover to a replica that missed writes): never deliver around it.
-                self.sink.lose(ch, Position::after(&p));
+            if epoch.is_some() && p.epoch.is_some() && p.epoch != epoch {
+                // Published under the history the fill just gave up: void.
+                continue;
+            }
+            match self.sink.deliver(&p) {
+                Delivery::Gap { .. } | Delivery::Reused => {
+                    // History holds less than this publication proves was written (a
+                    // failover to a replica that missed writes): never deliver around it.
+                    self.sink.lose(ch, Position::after(&p));
+                }
+                Delivery::Delivered | Delivery::Duplicate | Delivery::Lost => {}
             }
         }
         filling.remove(ch);
         true
+    }
+
+    /// Gives the channel a new epoch unless another node did already; returns the
+    /// epoch in force (the old one if Redis cannot be reached).
+    async fn reepoch(&self, ch: &ChannelName, old: &str) -> String {
+        let attempt = async {
+            let mut conn = self.pool.get().await?;
+            let mut cmd = redis::cmd("FCALL");
+            cmd.arg("switchyard_reepoch")
+                .arg(1)
+                .arg(self.keys.channel(ch.as_str()))
+                .arg(old)
+                .arg(crate::ids::random_hex(8));
+            super::super::functions::call::<String>(&mut conn, &self.library, &cmd).await
+        };
+        match tokio::time::timeout(READ_TIMEOUT, attempt).await {
+            Ok(Ok(epoch)) => epoch,
+            _ => old.to_owned(),
+        }
     }
 
     /// Reads history from the position (inclusive, so the entry delivered last can

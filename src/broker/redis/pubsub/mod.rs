@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::{self, Value};
+use redis::{self, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use self::fill::Filler;

@@ -7,8 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, aio::PubSubSink, PushInfo, PushKind, Value};
 use futures_util::{stream, StreamExt};
+use redis::{self, aio::PubSubSink, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::super::conn::slot;
