@@ -243,6 +243,9 @@ async fn subscription_tokens_grant_one_channel_to_one_user() {
             )
             .await;
         assert_eq!(e["type"], "error", "{why}: {e}");
+        // SPEC 3: authenticated but not granted is `forbidden`; `unauthorized` is for
+        // a connection that has not authenticated (these used to say unauthorized).
+        assert_eq!(e["payload"]["code"], "forbidden", "{why}: {e}");
     }
     // A subscription token is not a connection token.
     assert_eq!(refused(&node, &sub_token("7", "order:123")).await, "401");
@@ -333,11 +336,94 @@ async fn issuer_and_audience_are_checked_when_set() {
         json!({"sub": "1", "exp": exp(), "iss": "shop", "aud": "y"}),
     );
     assert_eq!(refused(&node, &bad_aud).await, "401");
+    // SPEC 3: configured, the claims are required (jsonwebtoken only checks claims
+    // that are present: these used to pass).
+    for claims in [
+        json!({"sub": "1", "exp": exp(), "aud": "rt"}),
+        json!({"sub": "1", "exp": exp(), "iss": "shop"}),
+        json!({"sub": "1", "exp": exp()}),
+    ] {
+        let t = hs(Algorithm::HS256, claims.clone());
+        assert_eq!(refused(&node, &t).await, "401", "{claims}");
+    }
+}
+
+/// SPEC 3: `nbf` is honoured (30 s leeway); `kid`, `jku` and an embedded `jwk` in the
+/// header never pick a key.
+#[tokio::test(flavor = "multi_thread")]
+async fn not_before_is_honoured_and_header_keys_are_never_used() {
+    let node = TestNode::start().await;
+    let future = hs(
+        Algorithm::HS256,
+        json!({"sub": "1", "exp": exp(), "nbf": unix_now() + 600}),
+    );
+    assert_eq!(refused(&node, &future).await, "401");
+    let soon = hs(
+        Algorithm::HS256,
+        json!({"sub": "1", "exp": exp(), "nbf": unix_now() + 10}),
+    );
+    assert_eq!(refused(&node, &soon).await, "accepted", "within the leeway");
+    // A token signed with the attacker's own key, whose header points at it.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("attacker".into());
+    header.jku = Some("https://attacker.example/jwks.json".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": "admin", "exp": exp()}),
+        &EncodingKey::from_secret(b"attacker-secret"),
+    )
+    .expect("sign");
+    assert_eq!(refused(&node, &forged).await, "401");
+    // The same header on a token signed with the configured key changes nothing.
+    let honest = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": "1", "exp": exp()}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
+    assert_eq!(refused(&node, &honest).await, "accepted");
+}
+
+/// SPEC 3: a renewal drops the subscriptions the new claims no longer allow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_drops_what_the_new_claims_no_longer_allow() {
+    let node = TestNode::start().await;
+    let first = token_with("5", |c| {
+        c.tenant_id = Some("t1".into());
+        c.channels = vec!["admin:feed".into()];
+    });
+    let mut c = Client::connect(&node.ws_url(&format!("/ws?token={first}"))).await;
+    c.expect("auth_success").await;
+    c.subscribe("tenant:t1").await;
+    let renewed = token_with("5", |c| c.tenant_id = Some("t2".into()));
+    c.send(json!({"type": "auth", "id": "renew", "payload": {"token": renewed}}))
+        .await;
+    let mut dropped = Vec::new();
+    loop {
+        let m = c.next_json().await.expect("frames");
+        match m["type"].as_str() {
+            Some("unsubscribed") => {
+                dropped.push(m["payload"]["channel"].as_str().unwrap_or("").to_owned())
+            }
+            Some("auth_success") if m["id"] == "renew" => break,
+            _ => {}
+        }
+    }
+    dropped.sort();
+    assert_eq!(dropped, ["admin:feed", "tenant:t1"]);
+    node.publish("tenant:t1", "gone", json!({})).await;
+    node.publish("user:5", "kept", json!({})).await;
+    let next = c.until("kept").await;
+    assert_eq!(
+        next["channel"], "user:5",
+        "the own channel stays; tenant:t1 is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_sessions_resume_and_login() {
-    let node = TestNode::start_with("", "auth.allow_anonymous = true").await;
+    let node =
+        TestNode::start_with("", "auth.allow_anonymous = true\nauth.resume_ttl = \"1h\"").await;
     let mut a = Client::connect(&node.ws_url("/ws")).await;
     let ok = a.expect("auth_success").await;
     assert_eq!(ok["payload"]["anonymous"], true);
@@ -350,9 +436,26 @@ async fn anonymous_sessions_resume_and_login() {
     a.close().await;
 
     let mut b = Client::connect(&node.ws_url(&format!("/ws?resume={resume}"))).await;
+    let ok_b = b.expect("auth_success").await;
+    assert_eq!(ok_b["payload"]["session_id"], sid.as_str());
+    // SPEC 3: a resume token lives `auth.resume_ttl` from the session's creation, and
+    // resuming never extends it (it used to be renewed for 24 h at every reconnect).
+    let exp_of = |t: &str| -> u64 {
+        t.split('.')
+            .nth(1)
+            .and_then(|e| e.parse().ok())
+            .expect("exp")
+    };
+    let created = exp_of(&resume);
+    assert!(
+        created <= unix_now() + 3600 && created + 60 > unix_now() + 3600,
+        "resume_ttl"
+    );
+    let again = ok_b["payload"]["resume"].as_str().expect("resume");
     assert_eq!(
-        b.expect("auth_success").await["payload"]["session_id"],
-        sid.as_str()
+        exp_of(again),
+        created,
+        "resuming keeps the creation's expiry"
     );
     let tampered = resume.replacen(&sid[..4], "ffff", 1);
     let mut c = Client::connect(&node.ws_url(&format!("/ws?resume={tampered}"))).await;

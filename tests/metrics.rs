@@ -131,3 +131,38 @@ async fn events_move_the_right_series() {
         "user ids never appear in labels"
     );
 }
+
+/// Clients choose their own close codes (3000–4999): as labels they would grow the
+/// metric by up to 2,000 series. Codes outside the close table share a bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_close_codes_never_become_unbounded_labels() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let node = TestNode::start().await;
+    for (i, code) in [4567u16, 4321, 3999].into_iter().enumerate() {
+        let (mut c, _) = Client::authed(&node, &format!("c{i}")).await;
+        use futures_util::SinkExt;
+        let _ =
+            c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+                CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "".into(),
+                },
+            )))
+            .await;
+        let _ = c.closed().await;
+    }
+    let text = eventually("the closes counted", || async {
+        let text = scrape(&node).await;
+        let n = value(&text, "switchyard_disconnects_total{code=\"4xxx\"}").unwrap_or(0.0)
+            + value(&text, "switchyard_disconnects_total{code=\"3xxx\"}").unwrap_or(0.0);
+        (n >= 3.0).then_some(text)
+    })
+    .await;
+    for raw in ["4567", "4321", "3999"] {
+        assert!(
+            !text.contains(&format!("code=\"{raw}\"")),
+            "{raw} became a label"
+        );
+    }
+}

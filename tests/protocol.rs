@@ -261,3 +261,29 @@ fn the_javascript_sdk_knows_every_message_type() {
     assert_eq!(list("SERVER_TYPES"), switchyard::protocol::SERVER_TYPES);
     assert_eq!(list("CLIENT_TYPES"), switchyard::protocol::CLIENT_TYPES);
 }
+
+/// An offset a JavaScript client cannot hold (beyond 2^53) or a negative one is
+/// `invalid_payload`, never a wrap to "everything" or a 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_beyond_2_53_are_invalid_payload() {
+    let node = TestNode::start().await;
+    let (mut c, _) = Client::authed(&node, "u").await;
+    for since in [json!(1u64 << 60), json!(-1), json!(9007199254740992u64)] {
+        let r = c
+            .request(
+                json!({"type": "history", "payload": {"channel": "order:1", "since": since}}),
+                "h",
+            )
+            .await;
+        assert_eq!(r["payload"]["code"], "invalid_payload", "{since}: {r}");
+        let s = c
+            .request(
+                json!({"type": "subscribe", "payload": {"channel": "public:a", "since": {"offset": since, "epoch": "e"}}}),
+                "s",
+            )
+            .await;
+        assert_eq!(s["payload"]["code"], "invalid_payload", "{since}: {s}");
+    }
+    let (status, _) = api_get(&node, "/api/history/order:1?since=1152921504606846976").await;
+    assert_eq!(status, 400);
+}

@@ -28,19 +28,32 @@ async fn nginx_config_upgrades_websockets_and_hides_the_api() {
     let nginx = Nginx::start(&addrs);
     let public = format!("127.0.0.1:{}", nginx.public);
     let mut seen = std::collections::HashSet::new();
+    let mut tokens = Vec::new();
     for i in 0..5 {
-        let mut c = Client::connect(&format!(
-            "ws://{public}/ws?token={}",
-            token(&format!("u{i}"))
-        ))
-        .await;
+        let t = token(&format!("u{i}"));
+        let mut c = Client::connect(&format!("ws://{public}/ws?token={t}")).await;
         seen.insert(
             c.expect("auth_success").await["payload"]["node"]
                 .as_str()
                 .expect("node")
                 .to_owned(),
         );
+        c.close().await;
+        tokens.push(t);
     }
+    // SPEC 3: the shipped config logs request lines without their query string.
+    let log = eventually("nginx to log the five WebSocket requests", || {
+        let log = nginx.access_log();
+        async move { (log.matches("GET /ws ").count() >= 5).then_some(log) }
+    })
+    .await;
+    for t in &tokens {
+        assert!(
+            !log.contains(t.as_str()),
+            "a token in nginx's access log:\n{log}"
+        );
+    }
+    assert!(!log.contains("token="), "{log}");
     assert_eq!(
         seen.len(),
         1,

@@ -55,7 +55,8 @@ impl Nginx {
     pub fn start(upstreams: &[SocketAddr]) -> Nginx {
         let dir = TempDir::new("nginx");
         let (public, internal) = (free_port(), free_port());
-        let site = render(upstreams, public, internal);
+        let site = render(upstreams, public, internal)
+            .replace("/var/log/nginx/", &format!("{}/logs/", dir.0.display()));
         std::fs::write(dir.0.join("switchyard.conf"), site).expect("write site");
         for d in ["logs", "tmp"] {
             std::fs::create_dir_all(dir.0.join(d)).expect("dir");
@@ -109,6 +110,13 @@ impl Nginx {
             child,
             _dir: dir,
         }
+    }
+}
+
+impl Nginx {
+    /// What the shipped config's access log holds so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("logs/switchyard.log")).unwrap_or_default()
     }
 }
 

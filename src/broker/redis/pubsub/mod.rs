@@ -418,3 +418,19 @@ fn dispatch(
     }
     filler.dispatch(Arc::new(p));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn reconnect_delays_are_jittered_and_bounded() {
+        let delays: Vec<Duration> = (0..200).map(|_| backoff(4)).collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(50)));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1600)));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 20, "jittered, not in step");
+        assert!((0..50).all(|_| backoff(30) <= Duration::from_secs(3)));
+    }
+}
