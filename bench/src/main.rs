@@ -11,6 +11,7 @@ mod ceiling;
 mod fanout;
 mod fleet;
 mod publish;
+mod resubscribe;
 mod scenarios;
 mod servers;
 mod wsclient;
@@ -107,6 +108,19 @@ enum Cmd {
     Reconnect {
         #[arg(long, default_value_t = 19_000)]
         conns: usize,
+    },
+    /// One node with many channels loses its subscription path (a Redis restart, or
+    /// every pub/sub connection killed on a 3-master Cluster): time until the first
+    /// and the last channel deliver again.
+    Resubscribe {
+        #[arg(long, default_value_t = 100_000)]
+        channels: usize,
+        /// Subscriptions per connection.
+        #[arg(long, default_value_t = 200)]
+        per_conn: usize,
+        /// A 3-master Redis Cluster instead of one Redis.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Fan-out over three nodes on one Redis (subscribers spread, publisher on the
     /// first node) beside a single memory-broker node, with Redis' command counts.
@@ -228,6 +242,13 @@ fn main() {
             Cmd::Reconnect { conns } => {
                 report(&reconnect(conns).await);
             }
+            Cmd::Resubscribe {
+                channels,
+                per_conn,
+                cluster,
+            } => {
+                report(&resubscribe::resubscribe(channels, per_conn, cluster).await);
+            }
             Cmd::Churn {
                 conns,
                 replace,
@@ -294,7 +315,7 @@ fn summary(v: &Value) -> String {
 
 // ---------------------------------------------------------------- clients
 
-fn auth() -> Auth {
+pub(crate) fn auth() -> Auth {
     testkit::auth_with_secret(SECRET)
 }
 

@@ -5,7 +5,10 @@
 //! commands in flight, each with its own timeout.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use futures_util::{stream, StreamExt};
 use redis::{self, aio::PubSubSink, PushInfo, PushKind, Value};
@@ -61,6 +64,7 @@ impl Client {
                     conn,
                     pushes,
                     leaving: HashSet::new(),
+                    expected: Arc::default(),
                 })
             }
         }
@@ -72,8 +76,13 @@ impl Client {
 #[derive(Clone)]
 pub(super) enum Subscriber {
     Single(PubSubSink),
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(redis::cluster_async::ClusterConnection, Expected),
 }
+
+/// Sharded subscribe confirmations this node asked for, per channel. redis-rs
+/// repairs a cluster connection by itself and subscribes again, slowly and without
+/// telling: a confirmation nobody asked for is how an interruption shows.
+pub(super) type Expected = Arc<Mutex<HashMap<String, u32>>>;
 
 impl Subscriber {
     /// Subscribes `channels`, pipelined, each command within `timeout`. `done` hears
@@ -86,7 +95,7 @@ impl Subscriber {
     ) -> Result<(), BrokerError> {
         let groups: Vec<Vec<String>> = match self {
             Subscriber::Single(_) => channels.chunks(BATCH).map(<[String]>::to_vec).collect(),
-            Subscriber::Cluster(_) => {
+            Subscriber::Cluster(..) => {
                 let mut by_slot: HashMap<u16, Vec<String>> = HashMap::new();
                 for ch in channels {
                     by_slot.entry(slot(&ch)).or_default().push(ch);
@@ -101,14 +110,26 @@ impl Subscriber {
                     let r = tokio::time::timeout(timeout, async {
                         match &mut s {
                             Subscriber::Single(sink) => sink.subscribe(&group).await,
-                            Subscriber::Cluster(conn) => conn.ssubscribe(&group).await,
+                            Subscriber::Cluster(conn, expected) => {
+                                {
+                                    let mut e = expected.lock();
+                                    for ch in &group {
+                                        *e.entry(ch.clone()).or_default() += 1;
+                                    }
+                                }
+                                conn.ssubscribe(&group).await
+                            }
                         }
                     })
                     .await;
                     (group, r)
                 }
             })
-            .buffer_unordered(IN_FLIGHT);
+            .buffer_unordered(match self {
+                Subscriber::Single(_) => IN_FLIGHT,
+                // One command per slot: many more of them, each small.
+                Subscriber::Cluster(..) => IN_FLIGHT * 8,
+            });
         while let Some((group, r)) = results.next().await {
             match r {
                 Ok(Ok(())) => done(&group),
@@ -132,6 +153,7 @@ pub(super) enum Path {
         /// Channels this node unsubscribed: their `sunsubscribe` confirmations are
         /// expected; any other one means Redis dropped a subscription (slot moved).
         leaving: HashSet<String>,
+        expected: Expected,
     },
 }
 
@@ -139,7 +161,9 @@ impl Path {
     pub(super) fn subscriber(&self) -> Subscriber {
         match self {
             Path::Single { sink, .. } => Subscriber::Single(sink.clone()),
-            Path::Cluster { conn, .. } => Subscriber::Cluster(conn.clone()),
+            Path::Cluster { conn, expected, .. } => {
+                Subscriber::Cluster(conn.clone(), expected.clone())
+            }
         }
     }
 
@@ -164,7 +188,10 @@ impl Path {
                 ))
             }
             Path::Cluster {
-                pushes, leaving, ..
+                pushes,
+                leaving,
+                expected,
+                ..
             } => loop {
                 let push = pushes.recv().await?;
                 let mut data = push.data.into_iter();
@@ -186,6 +213,24 @@ impl Path {
                         // Not asked for: the server dropped it because its slot moved.
                         if !leaving.remove(&ch) {
                             return None;
+                        }
+                    }
+                    PushKind::SSubscribe => {
+                        let ch = match data.next() {
+                            Some(Value::BulkString(ch)) => {
+                                String::from_utf8_lossy(&ch).into_owned()
+                            }
+                            _ => String::new(),
+                        };
+                        let mut e = expected.lock();
+                        match e.get_mut(&ch) {
+                            Some(n) if *n > 1 => *n -= 1,
+                            Some(_) => {
+                                e.remove(&ch);
+                            }
+                            // Not asked for: redis-rs repaired a connection on its own,
+                            // so publications may have been missed meanwhile.
+                            None => return None,
                         }
                     }
                     PushKind::Disconnection => return None,
