@@ -387,7 +387,8 @@ async fn no_acknowledgement_before_the_fact() {
 
 /// Closing a connection never waits for Redis: the socket and the hub slot go at
 /// once, the broker cleanup follows in the background (it used to wait up to 2 s per
-/// subscription for a pool connection when Redis was unreachable).
+/// subscription for a pool connection when Redis was unreachable). Unreachable here
+/// means silent: connections are accepted and never answered.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closing_connection_never_waits_for_redis() {
     let redis = RedisServer::start();
@@ -397,7 +398,7 @@ async fn a_closing_connection_never_waits_for_redis() {
     for i in 0..40 {
         c.subscribe(&format!("room:{i}")).await;
     }
-    proxy.refuse_new(true);
+    proxy.blackhole_new(true);
     proxy.freeze_existing();
     c.close().await;
     eventually("the node to let go of the closed connection", || async {
@@ -528,7 +529,13 @@ async fn a_failed_registry_removal_does_not_lock_a_user_out() {
     proxy.refuse_new(true);
     proxy.freeze_existing();
     drop(on_a);
-    // Back before the registry would consider node a dead.
+    // Node a has let go of the connection (its one attempt at the removal is over);
+    // Redis comes back before the registry would consider node a dead.
+    eventually("node a to see the connection closed", || async {
+        let (_, h) = api_get(&a, "/health").await;
+        (h["ws_connections"] == 0).then_some(())
+    })
+    .await;
     proxy.refuse_new(false);
     let mut c = eventually("node b to admit the user again", || {
         let url = b.ws_url(&format!("/ws?token={}", token("solo")));

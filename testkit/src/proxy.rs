@@ -13,6 +13,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// While set, new connections are accepted and dropped at once.
     refuse: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, new connections are accepted and held, never forwarded: a peer
+    /// that is unreachable without saying so.
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
     /// Connections opened in a generation below this one are frozen.
     frozen_below: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
@@ -26,11 +29,24 @@ impl Proxy {
         let frozen_below = Arc::new(AtomicU64::new(0));
         let generation = Arc::new(AtomicU64::new(0));
         let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (f, g, r) = (frozen_below.clone(), generation.clone(), refuse.clone());
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (f, g, r, b) = (
+            frozen_below.clone(),
+            generation.clone(),
+            refuse.clone(),
+            blackhole.clone(),
+        );
         let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            while let Ok((mut client, _)) = listener.accept().await {
                 if r.load(Ordering::SeqCst) {
                     drop(client);
+                    continue;
+                }
+                if b.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let mut sink = [0u8; 4096];
+                        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+                    });
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(upstream).await else {
@@ -47,6 +63,7 @@ impl Proxy {
         Proxy {
             addr,
             refuse,
+            blackhole,
             frozen_below,
             generation,
             task,
@@ -56,6 +73,11 @@ impl Proxy {
     /// Refuse (or again accept) new connections.
     pub fn refuse_new(&self, refuse: bool) {
         self.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// New connections are accepted and held without an answer (or forwarded again).
+    pub fn blackhole_new(&self, on: bool) {
+        self.blackhole.store(on, Ordering::SeqCst);
     }
 
     /// Every connection open now stops forwarding (and stays open); new ones work.
