@@ -35,12 +35,89 @@ pub(crate) struct Setup {
     pub route: Arc<[ChannelName]>,
 }
 
-fn reject(node: &Node, status: StatusCode, reason: &'static str, message: &str) -> Response {
-    node.metrics
-        .counter(CONNECTIONS_REJECTED, "reason", reason)
-        .increment(1);
-    let body = serde_json::json!({"error": {"code": reason, "message": message}});
-    (status, axum::Json(body)).into_response()
+/// Why an upgrade is refused: each mapped to its HTTP status, metric reason and
+/// message in one place (`respond`).
+#[derive(Debug)]
+enum Refusal {
+    /// Not a WebSocket upgrade (method, headers).
+    NotAnUpgrade,
+    /// `Sec-WebSocket-Version` is not 13 (426 with the version to use).
+    Version,
+    /// `Sec-WebSocket-Key` missing.
+    NoKey,
+    /// The node is shutting down.
+    Draining,
+    /// `Origin` not in `auth.allowed_origins`.
+    Origin,
+    /// `limits.max_connections` reached.
+    Full,
+    /// A token given with the upgrade did not verify.
+    Token(crate::auth::AuthError),
+    /// `per_user_policy = "reject"` and the user has `max_connections_per_user`.
+    PerUser,
+    /// The connection cannot be taken over by the WebSocket task.
+    NotUpgradable,
+}
+
+impl Refusal {
+    fn respond(self, node: &Node) -> Response {
+        let (status, reason, message): (StatusCode, &'static str, String) = match &self {
+            Refusal::NotAnUpgrade => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "expected a WebSocket upgrade".into(),
+            ),
+            Refusal::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                "bad_request",
+                "WebSocket version 13 required".into(),
+            ),
+            Refusal::NoKey => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Sec-WebSocket-Key missing".into(),
+            ),
+            Refusal::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "node is shutting down".into(),
+            ),
+            Refusal::Origin => (StatusCode::FORBIDDEN, "origin", "origin not allowed".into()),
+            Refusal::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "max_connections",
+                "node is full".into(),
+            ),
+            Refusal::Token(e) => {
+                node.metrics
+                    .counter(AUTH_FAILURES, "reason", e.reason())
+                    .increment(1);
+                (StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+            Refusal::PerUser => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_user_limit",
+                "too many connections for this user".into(),
+            ),
+            Refusal::NotUpgradable => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "connection cannot be upgraded".into(),
+            ),
+        };
+        node.metrics
+            .counter(CONNECTIONS_REJECTED, "reason", reason)
+            .increment(1);
+        let body = serde_json::json!({"error": {"code": reason, "message": message}});
+        let mut r = (status, axum::Json(body)).into_response();
+        if matches!(self, Refusal::Version) {
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                header::HeaderValue::from_static("13"),
+            );
+        }
+        r
+    }
 }
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -71,65 +148,35 @@ pub(crate) async fn upgrade(
         || !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
     {
-        return reject(
-            &node,
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected a WebSocket upgrade",
-        );
+        return Refusal::NotAnUpgrade.respond(&node);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .and_then(|v| v.to_str().ok())
         != Some("13")
     {
-        let mut r = reject(
-            &node,
-            StatusCode::UPGRADE_REQUIRED,
-            "bad_request",
-            "WebSocket version 13 required",
-        );
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            header::HeaderValue::from_static("13"),
-        );
-        return r;
+        return Refusal::Version.respond(&node);
     }
     let Some(key) = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        return reject(
-            &node,
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Sec-WebSocket-Key missing",
-        );
+        return Refusal::NoKey.respond(&node);
     };
     if node.is_draining() {
-        return reject(
-            &node,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "node is shutting down",
-        );
+        return Refusal::Draining.respond(&node);
     }
     let origins = &node.config.auth.allowed_origins;
     if !origins.is_empty() {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) {
-            return reject(&node, StatusCode::FORBIDDEN, "origin", "origin not allowed");
+            return Refusal::Origin.respond(&node);
         }
     }
     let max = node.config.limits.max_connections;
     if max > 0 && node.hub.connection_count() >= max {
-        return reject(
-            &node,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "max_connections",
-            "node is full",
-        );
+        return Refusal::Full.respond(&node);
     }
     let query: HashMap<String, String> = req
         .uri()
@@ -140,17 +187,7 @@ pub(crate) async fn upgrade(
     let claims = match token {
         Some(t) => match node.auth.verify_connection(&t) {
             Ok(c) => Some(c),
-            Err(e) => {
-                node.metrics
-                    .counter(AUTH_FAILURES, "reason", e.reason())
-                    .increment(1);
-                return reject(
-                    &node,
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    &e.to_string(),
-                );
-            }
+            Err(e) => return Refusal::Token(e).respond(&node),
         },
         None => None,
     };
@@ -165,22 +202,12 @@ pub(crate) async fn upgrade(
                 .map(|v| v.len())
                 .unwrap_or(0);
             if open >= per_user {
-                return reject(
-                    &node,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "per_user_limit",
-                    "too many connections for this user",
-                );
+                return Refusal::PerUser.respond(&node);
             }
         }
     }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return reject(
-            &node,
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "connection cannot be upgraded",
-        );
+        return Refusal::NotUpgradable.respond(&node);
     };
     let setup = Setup {
         claims,
