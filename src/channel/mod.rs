@@ -1,12 +1,12 @@
 //! Channel names and namespace rules (SPEC section 4): a [`ChannelName`] is validated
 //! once at the edge; [`Namespaces`] holds the resolved options ([`namespace`]) and
-//! [`rules`] answers "may this identity subscribe / publish here?" without I/O.
+//! [`identity`] answers "may this identity subscribe / publish here?" without I/O.
 
+mod identity;
 mod namespace;
-mod rules;
 
-pub use namespace::{Namespace, Namespaces};
-pub use rules::{Identity, Rule};
+pub use identity::Identity;
+pub use namespace::{Namespace, Namespaces, Rule};
 
 use std::fmt;
 use std::sync::Arc;

@@ -5,9 +5,51 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::rules::Rule;
 use super::{valid_namespace, ChannelName, InvalidChannel};
 use crate::config::{Config, ConfigError, NamespaceOverride, OneOrMany, PresenceMode};
+
+/// One access rule of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone, anonymous sessions included.
+    Any,
+    /// Any connection with a user id.
+    Authenticated,
+    /// The channel's rest is the connection's user id (or its session id).
+    Owner,
+    /// The channel's rest is the `tenant_id` claim.
+    Tenant,
+    /// The `roles` claim contains this role.
+    Role(String),
+    /// A subscription token for the channel, or a matching `allow` claim.
+    Token,
+    /// Publish only: connections subscribed to the channel.
+    Subscribers,
+    /// Nobody (from a client).
+    None,
+}
+
+impl Rule {
+    pub(crate) fn parse(s: &str, for_publish: bool) -> Option<Rule> {
+        let rule = match s {
+            "any" => Rule::Any,
+            "authenticated" => Rule::Authenticated,
+            "owner" => Rule::Owner,
+            "tenant" => Rule::Tenant,
+            "token" if !for_publish => Rule::Token,
+            "subscribers" if for_publish => Rule::Subscribers,
+            "none" => Rule::None,
+            other => {
+                let role = other.strip_prefix("role:")?;
+                if role.is_empty() {
+                    return None;
+                }
+                Rule::Role(role.to_owned())
+            }
+        };
+        Some(rule)
+    }
+}
 
 /// The resolved options of one namespace.
 #[derive(Debug, Clone)]

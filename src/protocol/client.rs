@@ -434,7 +434,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             };
             let payload = match raw.payload {
                 Some(p) => p.to_owned(),
-                None => super::server::raw("null"),
+                None => super::json::raw_null(),
             };
             Command::Publish {
                 event: event.to_owned(),

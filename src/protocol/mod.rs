@@ -3,15 +3,17 @@
 
 mod client;
 mod codes;
+mod json;
 mod publication;
 mod server;
 
 pub use client::{parse_client_frame, ClientFrame, Command, FrameError, Since, MAX_SAFE_INTEGER};
 pub use codes::{CloseCode, ErrorCode};
+pub use json::raw_null;
 pub use publication::{publications_json, timestamp_now, ClientInfo, Delta, Publication};
 pub use server::{
-    raw_null, AuthSuccess, History, Presence, PresenceClient, PresenceCount, Read, ServerMessage,
-    Snapshot, StateEntry, Subscribed, Unread, UnreadChannel, SERVER_TYPES,
+    AuthSuccess, History, Presence, PresenceClient, PresenceCount, Read, ServerMessage, Snapshot,
+    StateEntry, Subscribed, Unread, UnreadChannel, SERVER_TYPES,
 };
 
 /// The `type` of every client → server request, in one list (the JavaScript SDK's

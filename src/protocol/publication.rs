@@ -4,18 +4,15 @@
 //! previous value, the `conflated` mark) are encoded once too, on first use.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+pub use super::json::timestamp_now;
+use super::json::{json_bytes, raw};
 use crate::channel::ChannelName;
-
-/// RFC 3339 UTC with milliseconds, the `timestamp` of everything the server sends.
-pub fn timestamp_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
 
 /// Who made a client publication or joined a channel: `from`, presence entries and
 /// `join`/`leave` payloads. Stamped by the server, never taken from a client.
@@ -149,7 +146,7 @@ impl Publication {
             base,
             conflated: matches!(variant, Variant::Conflated),
         };
-        super::server::json_bytes(&env)
+        json_bytes(&env)
     }
 }
 
@@ -204,5 +201,5 @@ pub fn publications_json(pubs: &[Arc<Publication>]) -> Box<RawValue> {
     String::from_utf8(out)
         .ok()
         .and_then(|t| RawValue::from_string(t).ok())
-        .unwrap_or_else(|| super::server::raw("[]"))
+        .unwrap_or_else(|| raw("[]"))
 }

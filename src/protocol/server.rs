@@ -8,28 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::publication::timestamp_now;
+use super::json::{json_bytes, timestamp_now};
 use super::{CloseCode, ErrorCode};
 use crate::ids::ConnId;
-
-/// Serialising plain structs and already-valid raw JSON cannot fail; the fallback
-/// keeps the socket protocol-correct even if it ever did.
-pub(crate) fn json_bytes<T: Serialize>(v: &T) -> Bytes {
-    match serde_json::to_vec(v) {
-        Ok(v) => Bytes::from(v),
-        Err(_) => Bytes::from_static(br#"{"type":"error","payload":{"code":"internal"}}"#),
-    }
-}
-
-/// A constant piece of JSON.
-pub(crate) fn raw(text: &'static str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| unreachable!("{text} is JSON"))
-}
-
-/// JSON `null`, the payload of a publication that gave none.
-pub fn raw_null() -> Box<RawValue> {
-    raw("null")
-}
 
 /// `auth_success` (SPEC 2, 3).
 #[derive(Debug, Serialize)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use tokio::sync::Mutex;
 
 use crate::broker::BrokerError;
@@ -51,6 +51,32 @@ pub(crate) struct Cluster {
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// What a Redis error means to the caller. A timeout after the command was sent is
+/// `Unknown`: it may have run, and only an idempotency key makes a retry safe.
+pub(crate) fn classify(e: &RedisError) -> BrokerError {
+    let text = e.to_string();
+    match e.kind() {
+        _ if e.is_timeout() => BrokerError::Unknown(text),
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => BrokerError::Unavailable(text),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        ) => BrokerError::Unavailable(text),
+        _ => match e.detail() {
+            // The function refused the input (SPEC 8.2): nothing stored or published.
+            Some(d) if d.starts_with("switchyard: ") => {
+                BrokerError::Refused(d["switchyard: ".len()..].to_owned())
+            }
+            _ => BrokerError::Internal(text),
+        },
+    }
 }
 
 fn down(e: impl std::fmt::Display) -> BrokerError {
@@ -162,7 +188,7 @@ impl Commands {
     /// connection, which sends each to its slot's master.
     pub(crate) async fn run_all(&self, cmds: Vec<Cmd>) -> Result<(), BrokerError> {
         use futures_util::{stream, StreamExt};
-        let classify = |e: redis::RedisError| super::functions::classify(&e);
+        let classify = |e: redis::RedisError| classify(&e);
         match self.get().await? {
             Conn::Single(mut c) => {
                 let mut pipe = redis::pipe();

@@ -3,9 +3,9 @@
 //! missing (`FUNCTION FLUSH`, a fresh replica promoted), and mapping Redis errors to
 //! what they mean for the caller.
 
-use redis::{self, ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
+use redis::{self, FromRedisValue, RedisError, Value};
 
-use super::conn::Conn;
+use super::conn::{classify, Conn};
 use crate::broker::BrokerError;
 use crate::protocol::{CLIENT_TYPES, SERVER_TYPES};
 
@@ -34,32 +34,6 @@ pub(crate) async fn load(conn: &mut Conn, library: &str) -> Result<(), BrokerErr
         .await
         .map(|_| ())
         .map_err(|e| classify(&e))
-}
-
-/// What a Redis error means to the caller. A timeout after the command was sent is
-/// `Unknown`: it may have run, and only an idempotency key makes a retry safe.
-pub(crate) fn classify(e: &RedisError) -> BrokerError {
-    let text = e.to_string();
-    match e.kind() {
-        _ if e.is_timeout() => BrokerError::Unknown(text),
-        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => BrokerError::Unavailable(text),
-        ErrorKind::Server(
-            ServerErrorKind::ReadOnly
-            | ServerErrorKind::MasterDown
-            | ServerErrorKind::ClusterDown
-            | ServerErrorKind::TryAgain
-            | ServerErrorKind::BusyLoading
-            | ServerErrorKind::Moved
-            | ServerErrorKind::Ask,
-        ) => BrokerError::Unavailable(text),
-        _ => match e.detail() {
-            // The function refused the input (SPEC 8.2): nothing stored or published.
-            Some(d) if d.starts_with("switchyard: ") => {
-                BrokerError::Refused(d["switchyard: ".len()..].to_owned())
-            }
-            _ => BrokerError::Internal(text),
-        },
-    }
 }
 
 fn missing(e: &RedisError) -> bool {

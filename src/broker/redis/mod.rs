@@ -14,7 +14,7 @@ mod pubsub;
 mod registry;
 mod wire;
 
-pub(crate) use conn::{Commands, Conn};
+pub(crate) use conn::{classify, Commands, Conn};
 pub(crate) use keys::Keys;
 
 use std::collections::HashMap;
@@ -161,7 +161,7 @@ impl Broker for RedisBroker {
                 .arg(envelope)
                 .query_async::<i64>(&mut conn)
                 .await
-                .map_err(|e| functions::classify(&e))?;
+                .map_err(|e| classify(&e))?;
             return Ok(Published::default());
         }
         let (size, ttl) = stored

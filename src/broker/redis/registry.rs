@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use redis::{self, Value};
 
-use super::{functions, Conn, RedisBroker, REGISTRY_TTL};
+use super::{conn::classify, functions, Conn, RedisBroker, REGISTRY_TTL};
 use crate::broker::{BrokerError, Cluster, Control, NodeReport};
 use crate::config::EventKind;
 use crate::ids::ConnId;
@@ -102,7 +102,7 @@ impl RedisBroker {
             .arg("+inf")
             .query_async(conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         Ok(live.into_iter().collect())
     }
 
@@ -149,7 +149,7 @@ impl RedisBroker {
             .arg(10)
             .query_async(conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         for node in dead {
             let taken: Option<String> = redis::cmd("SET")
                 .arg(self.keys.reaping(&node))
@@ -159,7 +159,7 @@ impl RedisBroker {
                 .arg(REAP_LOCK_MS)
                 .query_async(conn)
                 .await
-                .map_err(|e| functions::classify(&e))?;
+                .map_err(|e| classify(&e))?;
             if taken.is_none() {
                 continue;
             }
@@ -171,7 +171,7 @@ impl RedisBroker {
                     .arg(500)
                     .query_async(conn)
                     .await
-                    .map_err(|e| functions::classify(&e))?;
+                    .map_err(|e| classify(&e))?;
                 if batch.is_empty() {
                     break;
                 }
@@ -201,7 +201,7 @@ impl RedisBroker {
                     .arg(500)
                     .query_async(conn)
                     .await
-                    .map_err(|e| functions::classify(&e))?;
+                    .map_err(|e| classify(&e))?;
                 if batch.is_empty() {
                     break;
                 }
@@ -233,7 +233,7 @@ impl Cluster for RedisBroker {
             .arg(text)
             .query_async::<i64>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         Ok(())
     }
 
@@ -262,7 +262,7 @@ impl Cluster for RedisBroker {
             .arg(who)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         let online = matches!(reply.first(), Some(Value::Int(1)));
         if online {
             self.record_transition(who, true, &id).await?;
@@ -286,7 +286,7 @@ impl Cluster for RedisBroker {
             .arg(-1)
             .query_async(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         self.live_members(&mut conn, members).await
     }
 
@@ -315,7 +315,7 @@ impl Cluster for RedisBroker {
                 .arg(who)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(|e| functions::classify(&e))?;
+                .map_err(|e| classify(&e))?;
         }
         if offline == 1 {
             self.record_transition(who, false, &id).await?;
@@ -350,7 +350,7 @@ impl Cluster for RedisBroker {
             .arg(&p.timestamp)
             .query_async::<String>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         Ok(())
     }
 
@@ -366,14 +366,14 @@ impl Cluster for RedisBroker {
             .arg(REGISTRY_TTL.as_millis() as u64)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         redis::cmd("ZADD")
             .arg(self.keys.nodes())
             .arg(Self::now_ms())
             .arg(&self.node_id)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         self.reap_dead_nodes(&mut conn).await
     }
 
@@ -386,7 +386,7 @@ impl Cluster for RedisBroker {
                 .arg(self.keys.node(&id))
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| functions::classify(&e))?;
+                .map_err(|e| classify(&e))?;
             if let Some(r) = text.and_then(|t| serde_json::from_str(&t).ok()) {
                 out.push(r);
             }
@@ -400,7 +400,7 @@ impl Cluster for RedisBroker {
             .arg(self.keys.online())
             .query_async(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))
+            .map_err(|e| classify(&e))
     }
 
     async fn read_events(
@@ -418,7 +418,7 @@ impl Cluster for RedisBroker {
             .arg(max)
             .query_async(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         Ok(super::wire::decode_events(entries))
     }
 
@@ -486,7 +486,7 @@ impl RedisBroker {
             ])
             .query_async::<()>(conn)
             .await
-            .map_err(|e| functions::classify(&e))
+            .map_err(|e| classify(&e))
     }
 
     /// Records this node's interest in `ch` (SPEC 17 `occupied`; a numbered channel
@@ -520,7 +520,7 @@ impl RedisBroker {
             .arg(ch.as_str())
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         if occupied == 1 && maxlen > 0 {
             self.record_channel_event(&mut conn, EventKind::Occupied, ch.as_str(), &self.node_id)
                 .await?;
@@ -567,7 +567,7 @@ impl RedisBroker {
             .arg(ch)
             .query_async::<()>(conn)
             .await
-            .map_err(|e| functions::classify(&e))?;
+            .map_err(|e| classify(&e))?;
         if vacated == 1 && maxlen > 0 {
             self.record_channel_event(conn, EventKind::Vacated, ch, node)
                 .await?;

@@ -1,55 +1,12 @@
-//! Who may subscribe and publish (SPEC 3, 4): the rules a namespace lists and the
-//! [`Identity`] of a connection, answered as plain functions without I/O.
+//! Who may subscribe and publish (SPEC 3, 4): the [`Identity`] of a connection held
+//! against the rules a namespace lists, answered as plain functions without I/O.
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::namespace::Namespace;
+use super::namespace::{Namespace, Rule};
 use super::ChannelName;
-
-/// One access rule of a namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    /// Anyone, anonymous sessions included.
-    Any,
-    /// Any connection with a user id.
-    Authenticated,
-    /// The channel's rest is the connection's user id (or its session id).
-    Owner,
-    /// The channel's rest is the `tenant_id` claim.
-    Tenant,
-    /// The `roles` claim contains this role.
-    Role(String),
-    /// A subscription token for the channel, or a matching `allow` claim.
-    Token,
-    /// Publish only: connections subscribed to the channel.
-    Subscribers,
-    /// Nobody (from a client).
-    None,
-}
-
-impl Rule {
-    pub(crate) fn parse(s: &str, for_publish: bool) -> Option<Rule> {
-        let rule = match s {
-            "any" => Rule::Any,
-            "authenticated" => Rule::Authenticated,
-            "owner" => Rule::Owner,
-            "tenant" => Rule::Tenant,
-            "token" if !for_publish => Rule::Token,
-            "subscribers" if for_publish => Rule::Subscribers,
-            "none" => Rule::None,
-            other => {
-                let role = other.strip_prefix("role:")?;
-                if role.is_empty() {
-                    return None;
-                }
-                Rule::Role(role.to_owned())
-            }
-        };
-        Some(rule)
-    }
-}
 
 /// Who a connection is, as far as channel rules care.
 #[derive(Debug, Clone, Default)]
