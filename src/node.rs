@@ -42,7 +42,7 @@ pub enum Chore {
     /// A subscribed connection left: its presence entry, and `leave` where asked.
     Left(ChannelName, ConnId, ClientInfo),
     /// Forget a connection in the user registry.
-    UserGone(String, ConnId),
+    UserGone(Box<str>, ConnId),
 }
 
 pub struct Node {

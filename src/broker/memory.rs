@@ -25,6 +25,8 @@ use crate::protocol::Publication;
 /// Redis broker's meta key does: an idle channel keeps its offsets for a day.
 const META_GRACE: Duration = Duration::from_secs(24 * 3600);
 const SHARDS: usize = 64;
+/// Events kept in process when no webhook reads them.
+const EVENTS_WITHOUT_WEBHOOKS: usize = 1024;
 /// How often the sweeper looks for expired history.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -73,17 +75,66 @@ impl History {
 struct ChannelState {
     history: Option<History>,
     presence: HashMap<String, PresenceEntry>,
-    /// The node has subscribers (one node: occupied).
-    occupied: bool,
 }
 
 impl ChannelState {
     fn is_empty(&self) -> bool {
-        self.history.is_none() && self.presence.is_empty() && !self.occupied
+        self.history.is_none() && self.presence.is_empty()
     }
 }
 
-type Shard = Mutex<HashMap<ChannelName, ChannelState>>;
+#[derive(Default)]
+struct ShardState {
+    channels: HashMap<ChannelName, ChannelState>,
+    /// Channels the node has subscribers of (one node: occupied). A set of its own,
+    /// so a channel without history or presence costs a name, not a state.
+    occupied: HashSet<ChannelName>,
+}
+
+type Shard = Mutex<ShardState>;
+
+/// A user's connections in registration order. Most users have one: kept inline,
+/// since the registry holds an entry per connected user.
+#[derive(Debug)]
+enum Conns {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+impl Conns {
+    fn ids(&self) -> &[ConnId] {
+        match self {
+            Conns::One(c) => std::slice::from_ref(c),
+            Conns::Many(v) => v,
+        }
+    }
+
+    fn add(&mut self, conn: ConnId) {
+        if self.ids().contains(&conn) {
+            return;
+        }
+        match self {
+            Conns::One(c) => *self = Conns::Many(vec![*c, conn]),
+            Conns::Many(v) => v.push(conn),
+        }
+    }
+
+    /// Removes `conn`; true when it was the last one (the entry should go).
+    fn remove(&mut self, conn: ConnId) -> (bool, bool) {
+        match self {
+            Conns::One(c) => (*c == conn, *c == conn),
+            Conns::Many(v) => {
+                let before = v.len();
+                v.retain(|c| *c != conn);
+                (v.len() < before, v.is_empty())
+            }
+        }
+    }
+
+    fn strings(&self) -> Vec<String> {
+        self.ids().iter().map(ConnId::to_string).collect()
+    }
+}
 
 pub struct MemoryBroker {
     // Sync mutexes, one per shard of channels: a publication is handed to the sink
@@ -92,7 +143,7 @@ pub struct MemoryBroker {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     /// Connections per user (or session) key, in registration order.
-    users: Mutex<HashMap<String, Vec<ConnId>>>,
+    users: Mutex<HashMap<Box<str>, Conns>>,
     /// Idempotency keys per channel: the first result and when it is forgotten.
     // Its own lock: looked up before the shard's, and swept by time.
     idempotency: Mutex<HashMap<(ChannelName, String), (Instant, Published)>>,
@@ -106,14 +157,20 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     pub fn new(config: &Config, sink: Arc<dyn Sink>) -> Arc<MemoryBroker> {
         let broker = Arc::new(MemoryBroker {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
             users: Mutex::new(HashMap::new()),
             idempotency: Mutex::new(HashMap::new()),
             sink,
             node_id: config.node_id.clone(),
             emit: config.events.clone(),
-            events: Arc::new(Log::new(config.events.maxlen)),
+            // Kept for webhooks; without any, only the newest few (for inspection and
+            // tests): nobody reads them, and they would cost memory per connection.
+            events: Arc::new(Log::new(if config.webhooks.is_empty() {
+                EVENTS_WITHOUT_WEBHOOKS
+            } else {
+                config.events.maxlen
+            })),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&broker)));
@@ -138,18 +195,19 @@ impl MemoryBroker {
     pub fn sweep_now(&self, now: Instant) -> usize {
         let mut left = 0;
         for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            map.retain(|_, state| {
+            let mut shard = shard.lock();
+            let ShardState { channels, occupied } = &mut *shard;
+            channels.retain(|ch, state| {
                 if let Some(h) = &mut state.history {
                     h.expire(now);
                     // Kept while subscribed: their offsets stay valid.
-                    if h.forgotten(now) && !state.occupied {
+                    if h.forgotten(now) && !occupied.contains(ch) {
                         state.history = None;
                     }
                 }
                 !state.is_empty()
             });
-            left += map.len();
+            left += channels.len();
         }
         self.idempotency.lock().retain(|_, (until, _)| *until > now);
         left
@@ -193,7 +251,7 @@ impl Broker for MemoryBroker {
         let stored = match opts.history {
             Some(opts) if p.storable() => {
                 let now = Instant::now();
-                let state = shard.entry(p.channel.clone()).or_default();
+                let state = shard.channels.entry(p.channel.clone()).or_default();
                 let h = state
                     .history
                     .get_or_insert_with(|| History::new(opts.ttl, now));
@@ -233,13 +291,15 @@ impl Broker for MemoryBroker {
     async fn subscribe(&self, ch: &ChannelName, opts: &SubscribeOpts) -> Result<(), BrokerError> {
         let occupied = {
             let mut shard = self.shard(ch).lock();
-            let state = shard.entry(ch.clone()).or_default();
             if let Some(h) = opts.history {
-                state
+                shard
+                    .channels
+                    .entry(ch.clone())
+                    .or_default()
                     .history
                     .get_or_insert_with(|| History::new(h.ttl, Instant::now()));
             }
-            !std::mem::replace(&mut state.occupied, true)
+            shard.occupied.insert(ch.clone())
         };
         if occupied && opts.channel_events {
             self.emit(EventKind::Occupied, |e| {
@@ -252,16 +312,15 @@ impl Broker for MemoryBroker {
     async fn unsubscribe(&self, ch: &ChannelName, opts: &SubscribeOpts) -> Result<(), BrokerError> {
         let vacated = {
             let mut shard = self.shard(ch).lock();
-            let Some(state) = shard.get_mut(ch) else {
-                return Ok(());
-            };
-            let was = std::mem::replace(&mut state.occupied, false);
-            // An epoch nothing was published under goes with its subscribers.
-            if state.history.as_ref().is_some_and(|h| h.top == 0) {
-                state.history = None;
-            }
-            if state.is_empty() {
-                shard.remove(ch);
+            let was = shard.occupied.remove(ch);
+            if let Some(state) = shard.channels.get_mut(ch) {
+                // An epoch nothing was published under goes with its subscribers.
+                if state.history.as_ref().is_some_and(|h| h.top == 0) {
+                    state.history = None;
+                }
+                if state.is_empty() {
+                    shard.channels.remove(ch);
+                }
             }
             was
         };
@@ -281,7 +340,7 @@ impl Broker for MemoryBroker {
         limit: Option<usize>,
     ) -> Result<HistoryPage, BrokerError> {
         let mut shard = self.shard(ch).lock();
-        let Some(h) = shard.get_mut(ch).and_then(|s| s.history.as_mut()) else {
+        let Some(h) = shard.channels.get_mut(ch).and_then(|s| s.history.as_mut()) else {
             return Ok(HistoryPage::default());
         };
         h.expire(Instant::now());
@@ -313,6 +372,7 @@ impl Presence for MemoryBroker {
     ) -> Result<(), BrokerError> {
         self.shard(ch)
             .lock()
+            .channels
             .entry(ch.clone())
             .or_default()
             .presence
@@ -322,10 +382,10 @@ impl Presence for MemoryBroker {
 
     async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError> {
         let mut shard = self.shard(ch).lock();
-        if let Some(state) = shard.get_mut(ch) {
+        if let Some(state) = shard.channels.get_mut(ch) {
             state.presence.remove(conn_id);
             if state.is_empty() {
-                shard.remove(ch);
+                shard.channels.remove(ch);
             }
         }
         Ok(())
@@ -333,7 +393,7 @@ impl Presence for MemoryBroker {
 
     async fn presence(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError> {
         let shard = self.shard(ch).lock();
-        let Some(state) = shard.get(ch) else {
+        let Some(state) = shard.channels.get(ch) else {
             return Ok(PresenceSet::default());
         };
         let users: HashSet<String> = state.presence.values().map(PresenceEntry::who).collect();
@@ -355,12 +415,16 @@ impl Cluster for MemoryBroker {
     async fn user_connected(&self, user: &str, conn: ConnId) -> Result<Vec<String>, BrokerError> {
         let (list, online) = {
             let mut users = self.users.lock();
-            let conns = users.entry(user.to_owned()).or_default();
-            let online = conns.is_empty();
-            if !conns.contains(&conn) {
-                conns.push(conn);
+            match users.get_mut(user) {
+                Some(conns) => {
+                    conns.add(conn);
+                    (conns.strings(), false)
+                }
+                None => {
+                    users.insert(Box::from(user), Conns::One(conn));
+                    (vec![conn.to_string()], true)
+                }
             }
-            (conns.iter().map(ConnId::to_string).collect(), online)
         };
         if online {
             self.emit(EventKind::UserOnline, |e| {
@@ -375,7 +439,7 @@ impl Cluster for MemoryBroker {
             .users
             .lock()
             .get(user)
-            .map(|c| c.iter().map(ConnId::to_string).collect())
+            .map(Conns::strings)
             .unwrap_or_default())
     }
 
@@ -384,13 +448,11 @@ impl Cluster for MemoryBroker {
             let mut users = self.users.lock();
             match users.get_mut(user) {
                 Some(conns) => {
-                    let before = conns.len();
-                    conns.retain(|c| *c != conn);
-                    let gone = conns.is_empty() && before > 0;
-                    if conns.is_empty() {
+                    let (removed, empty) = conns.remove(conn);
+                    if empty {
                         users.remove(user);
                     }
-                    gone
+                    removed && empty
                 }
                 None => false,
             }
@@ -492,6 +554,7 @@ mod tests {
             .iter()
             .map(|s| {
                 s.lock()
+                    .channels
                     .values()
                     .filter_map(|c| c.history.as_ref())
                     .map(|h| h.items.len())

@@ -81,7 +81,7 @@ pub struct Session {
     pub route: Arc<[ChannelName]>,
     pub rate: RateLimiter,
     /// The user this connection is registered under for the per-user limit.
-    pub counted_user: Option<String>,
+    pub counted_user: Option<Box<str>>,
 }
 
 /// When a token expiring at `exp` (Unix seconds, `unix_now` now) runs out; absurd

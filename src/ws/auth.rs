@@ -215,7 +215,7 @@ impl Conn {
                 return true;
             }
         };
-        self.session.counted_user = Some(who.to_owned());
+        self.session.counted_user = Some(Box::from(who));
         if !who.starts_with("u:") {
             return true;
         }
