@@ -250,6 +250,7 @@ impl Node {
         let opts = PublishOpts {
             history: HistoryOpts::of(ns),
             idempotency,
+            state: crate::broker::StateOpts::of(ns),
         };
         let r = self.brokers.broker.publish(p, &opts).await;
         self.metrics

@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 use switchyard::broker::memory::MemoryBroker;
 use switchyard::broker::redis::RedisBroker;
 use switchyard::broker::{
-    Brokers, Control, Delivery, HistoryOpts, PresenceEntry, PublishOpts, Sink, SubscribeOpts,
-    Target,
+    BrokerError, Brokers, Control, Delivery, HistoryOpts, PresenceEntry, PublishOpts, Sink,
+    StateOpts, SubscribeOpts, Target,
 };
 use switchyard::channel::ChannelName;
 use switchyard::config::{Config, EventKind};
@@ -178,10 +178,13 @@ mod cluster_cases;
 mod delivery_cases;
 #[path = "broker_conformance/presence.rs"]
 mod presence_cases;
+#[path = "broker_conformance/state.rs"]
+mod state_cases;
 
 use cluster_cases::*;
 use delivery_cases::*;
 use presence_cases::*;
+use state_cases::*;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -212,4 +215,7 @@ conformance!(
     rollback_is_visible_in_the_page,
     idempotent_publishing,
     occupancy_and_user_transitions_are_events,
+    state_keeps_the_newest_of_each_key,
+    state_needs_a_key_and_respects_max_keys,
+    state_keys_expire_into_tombstones,
 );

@@ -62,6 +62,38 @@ impl HistoryOpts {
     }
 }
 
+/// A state namespace's settings (SPEC 16.1), passed with every state call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateOpts {
+    pub max_keys: usize,
+    /// A key's life after its last change; zero: forever.
+    pub ttl: Duration,
+}
+
+impl StateOpts {
+    pub fn of(ns: &Namespace) -> Option<StateOpts> {
+        ns.state.then_some(StateOpts {
+            max_keys: ns.state_max_keys,
+            ttl: ns.state_ttl,
+        })
+    }
+}
+
+/// A state channel's entries (SPEC 16.2): the newest publication of each key, or
+/// the changes after an offset (tombstones included), ascending by offset.
+#[derive(Debug, Clone, Default)]
+pub struct StateSnapshot {
+    /// The channel's epoch ("" when it has no state) and newest offset.
+    pub epoch: String,
+    pub offset: u64,
+    /// Tombstones at or below this offset may be gone: a partial snapshot from an
+    /// older offset cannot be trusted.
+    pub floor: u64,
+    /// The entries are the changes after the asked offset, not every live key.
+    pub partial: bool,
+    pub entries: Vec<Arc<Publication>>,
+}
+
 /// What subscribing a channel involves besides receiving it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscribeOpts {
@@ -75,8 +107,13 @@ pub struct SubscribeOpts {
 impl SubscribeOpts {
     pub fn of(ns: &Namespace, events: &crate::config::EventsConfig) -> SubscribeOpts {
         use crate::config::EventKind;
+        // State channels are numbered too, history or not.
+        let numbered = HistoryOpts::of(ns).or(ns.state.then_some(HistoryOpts {
+            size: 0,
+            ttl: Duration::ZERO,
+        }));
         SubscribeOpts {
-            history: HistoryOpts::of(ns),
+            history: numbered,
             channel_events: ns.channel_events
                 && (events.emits(EventKind::Occupied) || events.emits(EventKind::Vacated)),
         }
@@ -90,13 +127,15 @@ pub struct PublishOpts {
     pub history: Option<HistoryOpts>,
     /// A service's idempotency key and how long it is remembered (SPEC 6, 15.4).
     pub idempotency: Option<(String, Duration)>,
+    /// A state channel: the publication sets (or deletes) its key (SPEC 16.1).
+    pub state: Option<StateOpts>,
 }
 
 impl PublishOpts {
     pub fn history(history: Option<HistoryOpts>) -> PublishOpts {
         PublishOpts {
             history,
-            idempotency: None,
+            ..PublishOpts::default()
         }
     }
 }
@@ -259,6 +298,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops receiving them (the last local subscriber left); the last node makes the
     /// channel vacated, and an epoch nothing was published under goes with it.
     async fn unsubscribe(&self, ch: &ChannelName, opts: &SubscribeOpts) -> Result<(), BrokerError>;
+
+    /// A state channel's entries: every live key when `since` is `None` (or too old
+    /// for the tombstones kept), else the changes after it; `keys` narrows either.
+    /// Expired keys become tombstones on the way.
+    async fn state(
+        &self,
+        ch: &ChannelName,
+        opts: StateOpts,
+        since: Option<u64>,
+        keys: Option<&[String]>,
+    ) -> Result<StateSnapshot, BrokerError>;
 
     /// Publications after `since` (all kept when `None`), at most the newest `limit`.
     /// Reading never creates anything: a channel without history (and without

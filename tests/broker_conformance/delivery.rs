@@ -239,6 +239,7 @@ pub(crate) async fn idempotent_publishing(kind: Kind) {
     let opts = PublishOpts {
         history: Some(HISTORY),
         idempotency: Some(("order-42-shipped".into(), Duration::from_secs(60))),
+        ..PublishOpts::default()
     };
     let first = b
         .publish(publication("i:a", 1), &opts)

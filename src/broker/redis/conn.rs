@@ -71,6 +71,9 @@ pub(crate) fn classify(e: &RedisError) -> BrokerError {
         ) => BrokerError::Unavailable(text),
         _ => match e.detail() {
             // The function refused the input (SPEC 8.2): nothing stored or published.
+            Some(d) if d.starts_with("switchyard: limit: ") => {
+                BrokerError::Limit(d["switchyard: limit: ".len()..].to_owned())
+            }
             Some(d) if d.starts_with("switchyard: ") => {
                 BrokerError::Refused(d["switchyard: ".len()..].to_owned())
             }

@@ -9,7 +9,17 @@ use super::conn::{classify, Conn};
 use crate::broker::BrokerError;
 use crate::protocol::{CLIENT_TYPES, SERVER_TYPES};
 
-const LIBRARY: &str = include_str!("switchyard.lua");
+/// The library's parts, in the order they are put together.
+const PARTS: [&str; 8] = [
+    include_str!("lua/header.lua"),
+    include_str!("lua/common.lua"),
+    include_str!("lua/history.lua"),
+    include_str!("lua/state.lua"),
+    include_str!("lua/presence.lua"),
+    include_str!("lua/registry.lua"),
+    include_str!("lua/notify.lua"),
+    include_str!("lua/register.lua"),
+];
 
 /// The library text for this deployment: the reserved types from the one list the
 /// node uses, and PUBLISH or SPUBLISH (Redis Cluster's sharded pub/sub).
@@ -19,7 +29,8 @@ pub(crate) fn library(cluster: bool) -> String {
         .chain(SERVER_TYPES)
         .map(|t| format!("[\"{t}\"]=true,"))
         .collect();
-    LIBRARY
+    PARTS
+        .join("\n")
         .replace("__RESERVED__", &reserved)
         .replace("__PUBLISH__", if cluster { "SPUBLISH" } else { "PUBLISH" })
 }

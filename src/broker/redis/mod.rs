@@ -12,6 +12,7 @@ mod keys;
 mod presence;
 mod pubsub;
 mod registry;
+mod state;
 mod wire;
 
 pub(crate) use conn::{classify, Commands, Conn};
@@ -27,7 +28,8 @@ use parking_lot::Mutex;
 use redis::{self, Value};
 
 use super::{
-    Broker, BrokerError, HistoryOpts, HistoryPage, PublishOpts, Published, Sink, SubscribeOpts,
+    Broker, BrokerError, HistoryOpts, HistoryPage, PublishOpts, Published, Sink, StateOpts,
+    StateSnapshot, SubscribeOpts,
 };
 use crate::channel::ChannelName;
 use crate::config::{Config, EventsConfig};
@@ -152,8 +154,19 @@ impl Broker for RedisBroker {
     async fn publish(&self, p: Publication, opts: &PublishOpts) -> Result<Published, BrokerError> {
         let key = self.keys.channel(p.channel.as_str());
         let envelope = wire::encode(&p, &self.node_id);
-        let stored = opts.history.filter(|_| p.storable());
         let mut conn = self.conn().await?;
+        if let Some(state) = opts.state.filter(|_| p.storable()) {
+            let cmd = state::set_cmd(
+                &self.keys,
+                &p.channel,
+                envelope,
+                state,
+                opts.idempotency.as_ref(),
+            );
+            let reply: Value = functions::call(&mut conn, &self.library, &cmd).await?;
+            return published(reply);
+        }
+        let stored = opts.history.filter(|_| p.storable());
         if stored.is_none() && opts.idempotency.is_none() {
             // Nothing to store or remember: a plain PUBLISH, no function call.
             redis::cmd(self.publish_cmd())
@@ -195,6 +208,17 @@ impl Broker for RedisBroker {
             .unsubscribe(self.keys.channel(ch.as_str()))
             .await?;
         self.vacate(ch, &self.node_id, opts.channel_events).await
+    }
+
+    async fn state(
+        &self,
+        ch: &ChannelName,
+        opts: StateOpts,
+        since: Option<u64>,
+        keys: Option<&[String]>,
+    ) -> Result<StateSnapshot, BrokerError> {
+        let mut conn = self.conn().await?;
+        state::read_state(&mut conn, &self.library, &self.keys, ch, opts, since, keys).await
     }
 
     async fn history(

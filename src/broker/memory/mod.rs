@@ -4,21 +4,24 @@
 //! Channels are spread over locked shards, so publishing on one channel never waits
 //! for another; a sweeper frees what expired on channels nobody touches again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use self::cluster::Conns;
+use self::history::History;
+use self::state::StateStore;
 use super::{
-    Broker, BrokerError, Cluster, Control, HistoryOpts, HistoryPage, NodeReport, Presence,
-    PresenceEntry, PresenceSet, PublishOpts, Published, Sink, SubscribeOpts,
+    Broker, BrokerError, HistoryOpts, HistoryPage, Presence, PresenceEntry, PresenceSet,
+    PublishOpts, Published, Sink, StateOpts, StateSnapshot, SubscribeOpts,
 };
 use crate::channel::ChannelName;
 use crate::config::{Config, EventKind, EventsConfig};
 use crate::events::{Event, Log};
-use crate::ids::{random_hex, ConnId};
+use crate::ids::random_hex;
 use crate::protocol::Publication;
 
 /// How long a channel's epoch and newest offset outlive its publications, as the
@@ -30,56 +33,19 @@ const EVENTS_WITHOUT_WEBHOOKS: usize = 1024;
 /// How often the sweeper looks for expired history.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-struct History {
-    epoch: Arc<str>,
-    /// Last offset assigned.
-    top: u64,
-    items: VecDeque<(Instant, Arc<Publication>)>,
-    ttl: Duration,
-    /// When the last publication was stored.
-    touched: Instant,
-}
-
-impl History {
-    /// Drops what is past its TTL. Offsets and the epoch stay (for `META_GRACE`): a
-    /// client whose gap expired learns `recovered: false` from the missing offsets,
-    /// and subscribers that were live all along are not disturbed.
-    fn expire(&mut self, now: Instant) {
-        while self
-            .items
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) >= self.ttl)
-        {
-            self.items.pop_front();
-        }
-    }
-
-    fn forgotten(&self, now: Instant) -> bool {
-        self.items.is_empty() && now.duration_since(self.touched) >= self.ttl + META_GRACE
-    }
-}
-
-impl History {
-    fn new(ttl: Duration, now: Instant) -> History {
-        History {
-            epoch: Arc::from(random_hex(8)),
-            top: 0,
-            items: VecDeque::new(),
-            ttl,
-            touched: now,
-        }
-    }
-}
-
 #[derive(Default)]
 struct ChannelState {
+    /// The epoch and newest offset (and kept publications on history channels).
     history: Option<History>,
+    state: Option<StateStore>,
+    /// The namespace's state settings, for expiring keys in the sweeper.
+    state_opts: Option<StateOpts>,
     presence: HashMap<String, PresenceEntry>,
 }
 
 impl ChannelState {
     fn is_empty(&self) -> bool {
-        self.history.is_none() && self.presence.is_empty()
+        self.history.is_none() && self.state.is_none() && self.presence.is_empty()
     }
 }
 
@@ -92,49 +58,6 @@ struct ShardState {
 }
 
 type Shard = Mutex<ShardState>;
-
-/// A user's connections in registration order. Most users have one: kept inline,
-/// since the registry holds an entry per connected user.
-#[derive(Debug)]
-enum Conns {
-    One(ConnId),
-    Many(Vec<ConnId>),
-}
-
-impl Conns {
-    fn ids(&self) -> &[ConnId] {
-        match self {
-            Conns::One(c) => std::slice::from_ref(c),
-            Conns::Many(v) => v,
-        }
-    }
-
-    fn add(&mut self, conn: ConnId) {
-        if self.ids().contains(&conn) {
-            return;
-        }
-        match self {
-            Conns::One(c) => *self = Conns::Many(vec![*c, conn]),
-            Conns::Many(v) => v.push(conn),
-        }
-    }
-
-    /// Removes `conn`; true when it was the last one (the entry should go).
-    fn remove(&mut self, conn: ConnId) -> (bool, bool) {
-        match self {
-            Conns::One(c) => (*c == conn, *c == conn),
-            Conns::Many(v) => {
-                let before = v.len();
-                v.retain(|c| *c != conn);
-                (v.len() < before, v.is_empty())
-            }
-        }
-    }
-
-    fn strings(&self) -> Vec<String> {
-        self.ids().iter().map(ConnId::to_string).collect()
-    }
-}
 
 pub struct MemoryBroker {
     // Sync mutexes, one per shard of channels: a publication is handed to the sink
@@ -198,11 +121,19 @@ impl MemoryBroker {
             let mut shard = shard.lock();
             let ShardState { channels, occupied } = &mut *shard;
             channels.retain(|ch, state| {
+                if let (Some(store), Some(h), Some(opts)) =
+                    (&mut state.state, &mut state.history, state.state_opts)
+                {
+                    store.expire(h, opts, now, &*self.sink);
+                }
                 if let Some(h) = &mut state.history {
                     h.expire(now);
-                    // Kept while subscribed: their offsets stay valid.
-                    if h.forgotten(now) && !occupied.contains(ch) {
+                    // Kept while subscribed, or while it holds state: its offsets stay
+                    // valid.
+                    let holds = state.state.as_ref().is_some_and(|s| !s.is_empty());
+                    if h.forgotten(now) && !occupied.contains(ch) && !holds {
                         state.history = None;
+                        state.state = None;
                     }
                 }
                 !state.is_empty()
@@ -248,6 +179,27 @@ impl Broker for MemoryBroker {
         let channel = p.channel.clone();
         let mut shard = self.shard(&p.channel).lock();
         let mut published = Published::default();
+        if let Some(state_opts) = opts.state.filter(|_| p.storable()) {
+            let now = Instant::now();
+            let st = shard.channels.entry(p.channel.clone()).or_default();
+            let h = st
+                .history
+                .get_or_insert_with(|| History::new(Duration::ZERO, now));
+            let store = st.state.get_or_insert_with(StateStore::default);
+            st.state_opts = Some(state_opts);
+            store.expire(h, state_opts, now, &*self.sink);
+            let stored = store.change(h, p, state_opts, now, &*self.sink)?;
+            published = Published {
+                offset: stored.offset,
+                epoch: Some(h.epoch.to_string()),
+                duplicate: false,
+            };
+            drop(shard);
+            if let (Some(seen), Some((key, window))) = (&mut seen, &opts.idempotency) {
+                seen.insert((channel, key.clone()), (now + *window, published.clone()));
+            }
+            return Ok(published);
+        }
         let stored = match opts.history {
             Some(opts) if p.storable() => {
                 let now = Instant::now();
@@ -332,6 +284,31 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn state(
+        &self,
+        ch: &ChannelName,
+        opts: StateOpts,
+        since: Option<u64>,
+        keys: Option<&[String]>,
+    ) -> Result<StateSnapshot, BrokerError> {
+        let mut shard = self.shard(ch).lock();
+        let Some(st) = shard.channels.get_mut(ch) else {
+            return Ok(StateSnapshot::default());
+        };
+        let (Some(h), Some(store)) = (st.history.as_mut(), st.state.as_mut()) else {
+            let h = st.history.as_ref();
+            return Ok(StateSnapshot {
+                epoch: h.map(|h| h.epoch.to_string()).unwrap_or_default(),
+                offset: h.map(|h| h.top).unwrap_or(0),
+                partial: since.is_some(),
+                ..StateSnapshot::default()
+            });
+        };
+        st.state_opts = Some(opts);
+        store.expire(h, opts, Instant::now(), &*self.sink);
+        Ok(store.snapshot(h, since, keys))
+    }
+
     async fn history(
         &self,
         ch: &ChannelName,
@@ -405,164 +382,8 @@ impl Presence for MemoryBroker {
     }
 }
 
-#[async_trait]
-impl Cluster for MemoryBroker {
-    async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
-        self.sink.execute(&cmd);
-        Ok(())
-    }
-
-    async fn user_connected(&self, user: &str, conn: ConnId) -> Result<Vec<String>, BrokerError> {
-        let (list, online) = {
-            let mut users = self.users.lock();
-            match users.get_mut(user) {
-                Some(conns) => {
-                    conns.add(conn);
-                    (conns.strings(), false)
-                }
-                None => {
-                    users.insert(Box::from(user), Conns::One(conn));
-                    (vec![conn.to_string()], true)
-                }
-            }
-        };
-        if online {
-            self.emit(EventKind::UserOnline, |e| {
-                e.who(user).conn(&conn.to_string())
-            });
-        }
-        Ok(list)
-    }
-
-    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
-        Ok(self
-            .users
-            .lock()
-            .get(user)
-            .map(Conns::strings)
-            .unwrap_or_default())
-    }
-
-    async fn user_disconnected(&self, user: &str, conn: ConnId) -> Result<(), BrokerError> {
-        let offline = {
-            let mut users = self.users.lock();
-            match users.get_mut(user) {
-                Some(conns) => {
-                    let (removed, empty) = conns.remove(conn);
-                    if empty {
-                        users.remove(user);
-                    }
-                    removed && empty
-                }
-                None => false,
-            }
-        };
-        if offline {
-            self.emit(EventKind::UserOffline, |e| {
-                e.who(user).conn(&conn.to_string())
-            });
-        }
-        Ok(())
-    }
-
-    /// One node has no upstream consumers: there is nothing to forward to.
-    async fn forward(&self, _p: &Publication, _conn: ConnId) -> Result<(), BrokerError> {
-        Ok(())
-    }
-
-    async fn report(&self, _report: &NodeReport) -> Result<(), BrokerError> {
-        Ok(())
-    }
-
-    async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
-        Ok(Vec::new())
-    }
-
-    async fn user_count(&self) -> Result<usize, BrokerError> {
-        Ok(self.users.lock().len())
-    }
-
-    async fn read_events(
-        &self,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<(String, Event)>, BrokerError> {
-        let after = after.and_then(|a| a.parse().ok()).unwrap_or(0);
-        Ok(self
-            .events
-            .read(after, max)
-            .into_iter()
-            .map(|(seq, e)| (seq.to_string(), e))
-            .collect())
-    }
-
-    async fn deregister(&self) {}
-
-    fn is_up(&self) -> bool {
-        true
-    }
-}
-
+mod cluster;
+mod history;
+mod state;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broker::Delivery;
-    use crate::position::Position;
-
-    struct Nowhere;
-
-    impl Sink for Nowhere {
-        fn deliver(&self, _p: &Arc<Publication>) -> Delivery {
-            Delivery::Delivered
-        }
-        fn execute(&self, _c: &Control) {}
-        fn positions(&self) -> Vec<(ChannelName, Position)> {
-            Vec::new()
-        }
-        fn position(&self, _ch: &ChannelName) -> Option<Position> {
-            None
-        }
-        fn lose(&self, _ch: &ChannelName, _position: Position) {}
-        fn has_connection(&self, _id: ConnId) -> bool {
-            false
-        }
-    }
-
-    /// SPEC 7: expired history is freed whether or not the channel is touched again,
-    /// and the channel itself once its epoch has outlived the publications by a day.
-    #[tokio::test]
-    async fn expired_history_of_untouched_channels_is_freed() {
-        let config = Config::from_toml("auth.jwt_secret = 's'").expect("config");
-        let b = MemoryBroker::new(&config, Arc::new(Nowhere));
-        let opts = HistoryOpts {
-            size: 10,
-            ttl: Duration::from_secs(60),
-        };
-        for i in 0..100 {
-            let ch = ChannelName::parse(&format!("feed:{i}")).expect("channel");
-            let p = Publication::new(ch, "e".into(), crate::protocol::raw_null());
-            b.publish(p, &PublishOpts::history(Some(opts)))
-                .await
-                .expect("publish");
-        }
-        let now = Instant::now();
-        assert_eq!(b.sweep_now(now), 100);
-        let later = now + Duration::from_secs(61);
-        assert_eq!(b.sweep_now(later), 100, "epochs and offsets stay a day");
-        let items: usize = b
-            .shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .channels
-                    .values()
-                    .filter_map(|c| c.history.as_ref())
-                    .map(|h| h.items.len())
-                    .sum::<usize>()
-            })
-            .sum();
-        assert_eq!(items, 0, "the publications themselves are gone");
-        let much_later = now + Duration::from_secs(61) + META_GRACE;
-        assert_eq!(b.sweep_now(much_later), 0, "and then the channels");
-    }
-}
+mod tests;

@@ -1,0 +1,152 @@
+//! The user registry, commands and events of a single node (the `Cluster` face of
+//! the memory broker).
+
+use async_trait::async_trait;
+
+use super::MemoryBroker;
+use crate::broker::{BrokerError, Cluster, Control, NodeReport};
+use crate::config::EventKind;
+use crate::events::Event;
+use crate::ids::ConnId;
+use crate::protocol::Publication;
+
+/// A user's connections in registration order. Most users have one: kept inline,
+/// since the registry holds an entry per connected user.
+#[derive(Debug)]
+pub(super) enum Conns {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+impl Conns {
+    fn ids(&self) -> &[ConnId] {
+        match self {
+            Conns::One(c) => std::slice::from_ref(c),
+            Conns::Many(v) => v,
+        }
+    }
+
+    fn add(&mut self, conn: ConnId) {
+        if self.ids().contains(&conn) {
+            return;
+        }
+        match self {
+            Conns::One(c) => *self = Conns::Many(vec![*c, conn]),
+            Conns::Many(v) => v.push(conn),
+        }
+    }
+
+    /// Removes `conn`; true when it was the last one (the entry should go).
+    fn remove(&mut self, conn: ConnId) -> (bool, bool) {
+        match self {
+            Conns::One(c) => (*c == conn, *c == conn),
+            Conns::Many(v) => {
+                let before = v.len();
+                v.retain(|c| *c != conn);
+                (v.len() < before, v.is_empty())
+            }
+        }
+    }
+
+    fn strings(&self) -> Vec<String> {
+        self.ids().iter().map(ConnId::to_string).collect()
+    }
+}
+
+#[async_trait]
+impl Cluster for MemoryBroker {
+    async fn control(&self, cmd: Control) -> Result<(), BrokerError> {
+        self.sink.execute(&cmd);
+        Ok(())
+    }
+
+    async fn user_connected(&self, user: &str, conn: ConnId) -> Result<Vec<String>, BrokerError> {
+        let (list, online) = {
+            let mut users = self.users.lock();
+            match users.get_mut(user) {
+                Some(conns) => {
+                    conns.add(conn);
+                    (conns.strings(), false)
+                }
+                None => {
+                    users.insert(Box::from(user), Conns::One(conn));
+                    (vec![conn.to_string()], true)
+                }
+            }
+        };
+        if online {
+            self.emit(EventKind::UserOnline, |e| {
+                e.who(user).conn(&conn.to_string())
+            });
+        }
+        Ok(list)
+    }
+
+    async fn user_connections(&self, user: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self
+            .users
+            .lock()
+            .get(user)
+            .map(Conns::strings)
+            .unwrap_or_default())
+    }
+
+    async fn user_disconnected(&self, user: &str, conn: ConnId) -> Result<(), BrokerError> {
+        let offline = {
+            let mut users = self.users.lock();
+            match users.get_mut(user) {
+                Some(conns) => {
+                    let (removed, empty) = conns.remove(conn);
+                    if empty {
+                        users.remove(user);
+                    }
+                    removed && empty
+                }
+                None => false,
+            }
+        };
+        if offline {
+            self.emit(EventKind::UserOffline, |e| {
+                e.who(user).conn(&conn.to_string())
+            });
+        }
+        Ok(())
+    }
+
+    /// One node has no upstream consumers: there is nothing to forward to.
+    async fn forward(&self, _p: &Publication, _conn: ConnId) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn report(&self, _report: &NodeReport) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<Vec<NodeReport>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    async fn user_count(&self) -> Result<usize, BrokerError> {
+        Ok(self.users.lock().len())
+    }
+
+    async fn read_events(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, Event)>, BrokerError> {
+        let after = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        Ok(self
+            .events
+            .read(after, max)
+            .into_iter()
+            .map(|(seq, e)| (seq.to_string(), e))
+            .collect())
+    }
+
+    async fn deregister(&self) {}
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,1 @@
+-- Read state, receipts and fallbacks (SPEC 15): filled in below.
