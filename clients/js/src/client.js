@@ -2,7 +2,8 @@
 // connecting → connected) whose only door is #setState, authentication in an `auth`
 // frame right after the socket opens (never in the URL), reconnects with the one
 // backoff function, keepalive, requests keyed by id, and the subscriptions it drives
-// through their own state machines.
+// through their own state machines (which keep the channel's values, read state,
+// presence count and receipts).
 
 import { Emitter } from './emitter.js';
 import { backoff } from './backoff.js';
@@ -84,7 +85,10 @@ export class Switchyard {
     this.#setState('disconnected');
   }
 
-  /** The subscription of `channel` (the same object for the same channel). */
+  /**
+   * The subscription of `channel` (the same object for the same channel; for an
+   * existing one only a new `token` is taken from `options`).
+   */
   subscribe(channel, options = {}) {
     let sub = this.#subs.get(channel);
     if (sub) {
@@ -96,6 +100,29 @@ export class Switchyard {
     sub._moveToSubscribing();
     if (this.#state === 'connected') sub._subscribe();
     return sub;
+  }
+
+  /** The live subscription of `channel`, or null (beyond SPEC 14, as centrifuge-js). */
+  getSubscription(channel) {
+    return this.#subs.get(channel) ?? null;
+  }
+
+  /**
+   * Unread counts (SPEC 15.1) of `channels`, or of every channel where the user has a
+   * read position: resolves with `{channels: [{channel, offset, read_offset, unread}]}`.
+   */
+  unread(channels) {
+    return this._request({ type: 'unread', payload: channels === undefined ? {} : { channels } });
+  }
+
+  /**
+   * The current entries of a state channel without subscribing (SPEC 16.2, the client
+   * `state` request): resolves with `{channel, offset, epoch, entries}`.
+   */
+  fetchState(channel, keys) {
+    const payload = { channel };
+    if (keys !== undefined) payload.keys = keys;
+    return this._request({ type: 'state', payload });
   }
 
   /** @internal a subscription that ended is no longer this channel's. */
@@ -127,6 +154,21 @@ export class Switchyard {
     if (!entry) return;
     this.#requests.delete(id);
     clearTimeout(entry.timer);
+  }
+
+  /**
+   * @internal sends a frame that has no reply (`received`) on the live connection;
+   * false when there is none (the caller keeps it for later).
+   */
+  _sendRaw(frame) {
+    // readyState 1 is OPEN: a browser drops what is sent on a closing socket silently.
+    if (this.#state !== 'connected' || !this.#ws || this.#ws.readyState !== 1) return false;
+    try {
+      this.#ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** @internal `_call` as a promise: resolves with the reply's payload. */
@@ -264,6 +306,16 @@ export class Switchyard {
     }
     if (type === 'error') {
       this.#emitter.emit('error', new SwitchyardError(msg.payload?.code || 'internal', msg.payload?.message));
+      return;
+    }
+    if (type === 'snapshot' || type === 'read' || type === 'presence_count') {
+      // Sections 15-16: the channel is in the payload (like `subscribed`).
+      const p = msg.payload;
+      if (p === null || typeof p !== 'object') return;
+      const s = this.#subs.get(p.channel ?? channel);
+      if (type === 'snapshot') s?._snapshot(p);
+      else if (type === 'read') s?._read(p);
+      else s?._presenceCount(p);
       return;
     }
     // Frames of reserved types (read, snapshot, presence_count, ...) are not

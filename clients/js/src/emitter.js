@@ -1,5 +1,6 @@
 // A tiny typed-by-convention event emitter: `on` returns the function that removes
-// the listener, and a throwing listener never breaks the others.
+// the listener, and a throwing listener never breaks the others. Listeners get every
+// argument `emit` was given (`values` passes the map and the changed keys).
 
 export class Emitter {
   #listeners = new Map();
@@ -14,12 +15,12 @@ export class Emitter {
     return () => set.delete(listener);
   }
 
-  emit(event, value) {
+  emit(event, ...args) {
     const set = this.#listeners.get(event);
     if (!set) return;
     for (const listener of [...set]) {
       try {
-        listener(value);
+        listener(...args);
       } catch (err) {
         // A bug in one listener must not stop delivery to the others.
         queueMicrotask(() => {

@@ -1,4 +1,4 @@
-// Types of @switchyard/client (SPEC 14).
+// Types of @switchyard/client (SPEC 14, and 19 for sections 15-16).
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'connected';
 export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
@@ -51,10 +51,90 @@ export interface ClientInfo {
 export interface Publication<P = unknown> {
   type: string;
   channel: string;
+  /** Always the full value: a delta is delivered with the patch already applied. */
   payload: P;
   timestamp: string;
   offset?: number;
   from?: ClientInfo;
+  /** State channels: the key this publication sets (or deletes). */
+  key?: string;
+  /** State channels: the key was removed (no payload). */
+  deleted?: boolean;
+  /** Conflated namespaces: this publication replaced older ones of its (channel, key). */
+  conflated?: boolean;
+}
+
+export interface SubscribeOptions {
+  /** A subscription JWT, or a function called at every subscribe. */
+  token?: string | (() => Promise<string> | string);
+  /**
+   * State channels: the keys wanted. Sent in the subscribe (narrows the snapshot);
+   * live changes of other keys are still `publication` events but stay out of `values`.
+   */
+  keys?: string[];
+  /**
+   * Send `received` receipts for the publications the application got. Default: on
+   * when the `subscribed` reply carries `read_offset` (a read_state namespace), else
+   * off; `true` turns it on for any channel, `false` off for any channel.
+   */
+  receipts?: boolean;
+  /**
+   * A conflated namespace without keys: offsets may skip and arrive out of order, so
+   * only an exact repeat of the last delivered offset is dropped as a duplicate.
+   */
+  conflated?: boolean;
+}
+
+/** One key of a state channel, as in `snapshot` and `state` (a tombstone when `deleted`). */
+export interface StateEntry<P = unknown> {
+  key: string;
+  type?: string;
+  payload?: P;
+  deleted?: boolean;
+  offset: number;
+  timestamp: string;
+}
+
+/** A `snapshot` frame's payload (SPEC 16.2). */
+export interface SnapshotEvent<P = unknown> {
+  channel: string;
+  offset: number;
+  epoch: string;
+  /** true: the whole state (replaces the values); false: the keys changed since `since`. */
+  full: boolean;
+  entries: StateEntry<P>[];
+  recovered?: boolean;
+}
+
+/** The answer to `client.fetchState` (the `state` request, SPEC 16.2). */
+export interface StateResult<P = unknown> {
+  channel: string;
+  offset: number;
+  epoch: string;
+  entries: StateEntry<P>[];
+}
+
+/** A read position and the unread count after it (SPEC 15.1). */
+export interface ReadEvent {
+  read_offset: number;
+  unread: number;
+}
+
+/** The `read` reply to `markRead`. */
+export interface ReadResult extends ReadEvent {
+  channel: string;
+}
+
+export interface UnreadResult {
+  channels: Array<{ channel: string; offset: number; read_offset: number; unread: number }>;
+}
+
+/** A `presence = "counts"` channel's audience (SPEC 16.5). */
+export interface PresenceCount {
+  /** Connections. */
+  count: number;
+  /** Distinct users and sessions (may be approximate). */
+  users: number;
 }
 
 export interface Disconnected {
@@ -67,6 +147,10 @@ export interface SubscribedEvent {
   recovered?: boolean;
   offset?: number;
   epoch?: string;
+  /** read_state channels. */
+  read_offset?: number;
+  /** read_state channels. */
+  unread?: number;
 }
 
 export interface PresenceResult {
@@ -110,6 +194,13 @@ export interface SubscriptionEvents {
   leave: ClientInfo;
   error: SwitchyardError;
   unsubscribed: { channel: string };
+  /** State channels: after `subscribed`, and again after every resubscribe. */
+  snapshot: SnapshotEvent;
+  /** The reply to `markRead`, or another device of the user read (forward moves only). */
+  read: ReadEvent;
+  /** `sub.unread` changed (beyond SPEC 19). */
+  unread: number;
+  presence_count: PresenceCount;
 }
 
 export class Subscription {
@@ -118,9 +209,26 @@ export class Subscription {
   readonly state: SubscriptionState;
   /** A string, or a function called at every subscribe. */
   token?: string | (() => Promise<string> | string);
-  /** Offset of the last publication delivered. */
+  /** Offset of the last publication delivered (or of the last snapshot). */
   offset: number | null;
   epoch: string | null;
+  /** The options it was created with (`token` apart). */
+  readonly options: { keys?: string[]; receipts?: boolean; conflated: boolean };
+  /**
+   * State channels: key → current (full) payload, kept from snapshots, changes,
+   * deletes and deltas. The same Map object throughout, changed in place.
+   */
+  readonly values: Map<string, unknown>;
+  /** Read position (read_state channels); null until the node told one. */
+  readOffset: number | null;
+  /** Publications above the read position (read_state channels); 0 elsewhere. */
+  unread: number;
+  /** The last `presence_count` (presence = "counts" channels); null before one. */
+  presenceCount: PresenceCount | null;
+  /** Whether this subscription sends `received` receipts (see `SubscribeOptions.receipts`). */
+  readonly receipts: boolean;
+  /** After every snapshot and every change: the values and the keys that changed. */
+  on(event: 'values', listener: (values: Map<string, unknown>, changedKeys: string[]) => void): () => void;
   on<K extends keyof SubscriptionEvents>(event: K, listener: (value: SubscriptionEvents[K]) => void): () => void;
   /** Resolves once subscribed; rejects when the subscribe is refused or the subscription ended. */
   ready(): Promise<void>;
@@ -128,6 +236,12 @@ export class Subscription {
   publish(type: string, payload?: unknown, options?: { volatile?: boolean; to?: string }): Promise<{ offset?: number }>;
   presence(): Promise<PresenceResult>;
   history(options?: { limit?: number; since?: number }): Promise<HistoryResult>;
+  /**
+   * Moves the read position forward to `offset` (default: the last delivered
+   * publication); resolves with the `read` reply, also applied and emitted as `read`.
+   */
+  markRead(offset?: number): Promise<ReadResult>;
+  /** Sends the receipts still queued, then unsubscribes. */
   unsubscribe(): void;
 }
 
@@ -141,7 +255,14 @@ export class Switchyard {
   on<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): () => void;
   connect(): void;
   disconnect(): void;
-  subscribe(channel: string, options?: { token?: string | (() => Promise<string> | string) }): Subscription;
+  /** The same object for the same channel; for an existing one only a new `token` is taken. */
+  subscribe(channel: string, options?: SubscribeOptions): Subscription;
+  /** The live subscription of `channel`, or null. */
+  getSubscription(channel: string): Subscription | null;
+  /** Unread counts of `channels`, or of every channel where the user has a read position. */
+  unread(channels?: string[]): Promise<UnreadResult>;
+  /** A state channel's entries without subscribing (the `state` request). */
+  fetchState(channel: string, keys?: string[]): Promise<StateResult>;
 }
 
 export function backoff(attempt: number, min: number, max: number, random?: () => number): number;

@@ -1,6 +1,6 @@
-// Type-checks the SPEC 14 example against the published types (tsc --noEmit).
-import { Switchyard, SwitchyardError, type Publication } from '../src/index.js';
-import { useSubscription, useConnectionState } from '../src/react.js';
+// Type-checks the SPEC 14 and 19 examples against the published types (tsc --noEmit).
+import { Switchyard, SwitchyardError, type Publication, type StateEntry } from '../src/index.js';
+import { useSubscription, useConnectionState, useChannelState, useUnread, usePresenceCount } from '../src/react.js';
 
 declare const WebSocketImpl: unknown;
 
@@ -50,6 +50,49 @@ async function main(): Promise<void> {
 }
 void main;
 
+// SPEC 19: state channels, read state, receipts, presence counts.
+async function live(): Promise<void> {
+  const stock = client.subscribe('stock:shoes', { keys: ['sku1', 'sku2'] });
+  stock.on('snapshot', ({ full, entries }) => {
+    const first: StateEntry | undefined = entries[0];
+    return [full, first?.key, first?.deleted, first?.offset];
+  });
+  stock.on('values', (map, changedKeys) => {
+    const keys: string[] = changedKeys;
+    const value: unknown = map.get(keys[0] ?? '');
+    return value;
+  });
+  stock.on('publication', (p) => [p.key, p.deleted, p.conflated]);
+  const values: Map<string, unknown> = stock.values;
+  const inbox = client.subscribe('inbox:42', { receipts: true });
+  inbox.on('read', ({ read_offset, unread }) => read_offset + unread);
+  inbox.on('unread', (n) => n + 1);
+  const n: number = inbox.unread;
+  const at: number | null = inbox.readOffset;
+  const read = await inbox.markRead(7);
+  const left: number = read.unread + read.read_offset;
+  await inbox.markRead();
+  const badge = await client.unread();
+  const one = await client.unread(['inbox:42']);
+  const total: number = badge.channels.reduce((sum, c) => sum + c.unread, 0) + one.channels.length;
+  const state = await client.fetchState('stock:shoes', ['sku1']);
+  const entries: StateEntry[] = state.entries;
+  const viewers = client.subscribe('live:show');
+  viewers.on('presence_count', ({ count, users }) => count + users);
+  const audience: number | undefined = viewers.presenceCount?.count;
+  client.subscribe('feed:prices', { conflated: true });
+  const same: boolean = client.getSubscription('stock:shoes') === stock;
+  void [values, n, at, left, total, entries, audience, same, state.offset, state.epoch];
+}
+void live;
+
 // The React bindings' signatures (React itself is an optional peer).
 const hooks: [typeof useSubscription, typeof useConnectionState] = [useSubscription, useConnectionState];
 void hooks;
+function useHooks(): void {
+  const prices: Map<string, { amount: number }> = useChannelState<{ amount: number }>(client, 'stock:shoes', { keys: ['sku1'] });
+  const { unread, markRead } = useUnread(client, 'inbox:42');
+  const { count, users } = usePresenceCount(client, 'live:show');
+  void [prices.get('sku1')?.amount, unread + count + users, markRead(3).then((r) => r.unread)];
+}
+void useHooks;
