@@ -20,6 +20,7 @@ pub mod position;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod ws;
 
 use std::future::Future;

@@ -17,22 +17,37 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{
     BrokerError, Brokers, HistoryOpts, HistoryPage, NodeReport, PresenceEntry, PublishOpts,
-    Published, Sink, SubscribeOpts,
+    Published, Sink, StateOpts, SubscribeOpts,
 };
 use crate::channel::{ChannelName, Namespace, Namespaces};
 use crate::config::{BrokerKind, Config, ConfigError};
-use crate::hub::{ConnHandle, Hub};
+use crate::hub::{ChannelOpts, ConnHandle, Hub, NeedRead, StateWant};
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::position::{recoverable, Position};
 use crate::protocol::{
-    ClientInfo, Presence, PresenceClient, Publication, ServerMessage, Since, Subscribed,
+    state_entries_json, ClientInfo, Presence, PresenceClient, Publication, ServerMessage, Since,
+    Snapshot, Subscribed,
 };
 
 /// At most this many clients in a `presence` answer (SPEC 2).
 pub const PRESENCE_CLIENTS_CAP: usize = 1000;
 /// How long a presence answer is reused: a crowd asking at once costs one read.
 const PRESENCE_CACHE: Duration = Duration::from_secs(1);
+
+/// How a subscribe is answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Join<'a> {
+    /// The position the client holds: what it missed is replayed (history), or its
+    /// snapshot holds only what changed (state).
+    pub since: Option<&'a Since>,
+    /// State channels: narrows the snapshot to these keys.
+    pub keys: Option<&'a [String]>,
+    /// The request's id, echoed on `subscribed`.
+    pub id: Option<&'a str>,
+    /// Say `subscribed` (auto-subscriptions don't).
+    pub reply: bool,
+}
 
 /// Broker work left behind by closed connections, done by the janitor.
 #[derive(Debug)]
@@ -99,6 +114,7 @@ impl Node {
             presence_cache: Mutex::new(HashMap::new()),
         });
         tokio::spawn(janitor(Arc::downgrade(&node), rx));
+        tokio::spawn(expire_state(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -124,24 +140,25 @@ impl Node {
     }
 
     /// Subscribes `conn` to `ch` and queues `subscribed` (with `id`) and, when `since`
-    /// is given, the missed publications, all before any live publication. Runs the
-    /// broker subscribe first when this is the channel's first local subscriber.
+    /// is given, the missed publications (on a state channel: its snapshot), all
+    /// before any live publication. Runs the broker subscribe first when this is the
+    /// channel's first local subscriber. Subscribes to one channel run one at a time
+    /// (the channel lock), so a crowd arriving together costs one broker read.
     pub async fn subscribe(
         &self,
         conn: &Arc<ConnHandle>,
         ch: &ChannelName,
         ns: &Namespace,
-        since: Option<&Since>,
-        id: Option<&str>,
-        reply: bool,
+        join: Join<'_>,
     ) -> Result<Subscribed, BrokerError> {
         let _guard = self.hub.channel_lock(ch).lock().await;
         let first = !self.hub.has_subscribers(ch);
         if first {
-            if !self
-                .hub
-                .ensure_channel(ch, self.config.limits.max_channels_per_namespace)
-            {
+            if !self.hub.ensure_channel(
+                ch,
+                self.config.limits.max_channels_per_namespace,
+                ChannelOpts::of(ns),
+            ) {
                 return Err(BrokerError::Limit(format!(
                     "limits.max_channels_per_namespace reached for namespace {}",
                     ch.namespace()
@@ -157,7 +174,10 @@ impl Node {
             // arrive now: saying `subscribed` would promise what cannot be kept.
             return Err(BrokerError::Unavailable("broker unavailable".into()));
         }
-        let result = self.attach(conn, ch, ns, since, id, reply).await;
+        let result = match StateOpts::of(ns) {
+            Some(opts) => self.attach_state(conn, ch, opts, join).await,
+            None => self.attach(conn, ch, ns, join).await,
+        };
         if result.is_err() && first && self.hub.remove_channel_if_empty(ch) {
             // Best effort: the broker interest is dropped again on failure.
             let opts = SubscribeOpts::of(ns, &self.config.events);
@@ -171,10 +191,11 @@ impl Node {
         conn: &Arc<ConnHandle>,
         ch: &ChannelName,
         ns: &Namespace,
-        since: Option<&Since>,
-        id: Option<&str>,
-        reply: bool,
+        join: Join<'_>,
     ) -> Result<Subscribed, BrokerError> {
+        let Join {
+            since, id, reply, ..
+        } = join;
         let Some(opts) = HistoryOpts::of(ns) else {
             let body = Subscribed {
                 channel: ch.to_string(),
@@ -231,6 +252,85 @@ impl Node {
         ))
     }
 
+    /// Attaches a subscriber to a state channel: `subscribed`, then its snapshot cut
+    /// from the node's replica of the channel, which one broker read seeds.
+    async fn attach_state(
+        &self,
+        conn: &Arc<ConnHandle>,
+        ch: &ChannelName,
+        opts: StateOpts,
+        join: Join<'_>,
+    ) -> Result<Subscribed, BrokerError> {
+        let want = StateWant {
+            since: join.since.map(|s| (s.offset, s.epoch.as_str())),
+            keys: join.keys,
+        };
+        let mut read = None;
+        for _ in 0..10 {
+            let emit = |sub: &Subscribed, snap: &Snapshot| {
+                if join.reply {
+                    conn.outbox
+                        .push_data(ServerMessage::Subscribed(sub).to_bytes(join.id), None);
+                }
+                conn.outbox
+                    .push_data(ServerMessage::Snapshot(snap).to_bytes(None), None);
+            };
+            match self.hub.attach_state(ch, conn, want, read.as_ref(), emit) {
+                Ok(sub) => return Ok(sub),
+                Err(NeedRead::Full) => self.seed_state(ch, opts).await?,
+                Err(NeedRead::Since(s)) => {
+                    read = Some(self.brokers.broker.state(ch, opts, Some(s), None).await?);
+                }
+            }
+        }
+        Err(BrokerError::Internal(
+            "state kept moving during subscribe".into(),
+        ))
+    }
+
+    /// Seeds the channel's replica: one full read, brought forward with the changes
+    /// after it while deliveries move past it (a publisher hammering the channel).
+    async fn seed_state(&self, ch: &ChannelName, opts: StateOpts) -> Result<(), BrokerError> {
+        let broker = &self.brokers.broker;
+        let mut read = broker.state(ch, opts, None, None).await?;
+        for _ in 0..100 {
+            if self.hub.seed_state(ch, &read).is_ok() {
+                return Ok(());
+            }
+            let newer = broker.state(ch, opts, Some(read.offset), None).await?;
+            if !read.advance(newer) {
+                read = broker.state(ch, opts, None, None).await?;
+            }
+        }
+        Err(BrokerError::Internal(
+            "state kept moving during subscribe".into(),
+        ))
+    }
+
+    /// A state channel's live keys (`state`, `GET /api/state`): from this node's
+    /// replica when it has one, else one broker read.
+    pub async fn state(
+        &self,
+        ch: &ChannelName,
+        ns: &Namespace,
+        keys: Option<&[String]>,
+    ) -> Result<Option<Snapshot>, BrokerError> {
+        let Some(opts) = StateOpts::of(ns) else {
+            return Ok(None);
+        };
+        if let Some(view) = self.hub.state_view(ch, keys) {
+            return Ok(Some(view));
+        }
+        let read = self.brokers.broker.state(ch, opts, None, keys).await?;
+        Ok(Some(Snapshot {
+            channel: ch.to_string(),
+            offset: read.offset,
+            epoch: read.epoch,
+            full: None,
+            entries: state_entries_json(read.entries.iter().map(|p| &**p)).into(),
+        }))
+    }
+
     /// Removes `conn` from `ch` at once; the broker interest is dropped by the janitor
     /// after the last local subscriber left (unless someone subscribed again).
     pub fn unsubscribe(&self, conn: &ConnHandle, ch: &ChannelName) {
@@ -246,6 +346,7 @@ impl Node {
         ns: &Namespace,
         idempotency: Option<(String, Duration)>,
     ) -> Result<Published, BrokerError> {
+        check_keyed(ns, &p).map_err(|m| BrokerError::Refused(m.into()))?;
         let start = Instant::now();
         let opts = PublishOpts {
             history: HistoryOpts::of(ns),
@@ -403,6 +504,47 @@ impl Node {
             "channels": self.hub.channel_count(),
             "uptime_s": self.started.elapsed().as_secs(),
         })
+    }
+}
+
+/// A publication's `key` and `delete` against its namespace (SPEC 16.1).
+pub fn check_keyed(ns: &Namespace, p: &Publication) -> Result<(), &'static str> {
+    match (&p.key, ns.state) {
+        (None, true) if p.storable() => Err("a publication on a state channel needs a \"key\""),
+        (Some(_), false) => Err("`key` and `delete` are for state channels (state = true)"),
+        (None, false) if p.deleted => {
+            Err("`key` and `delete` are for state channels (state = true)")
+        }
+        (Some(k), true) if !crate::channel::valid_state_key(k) => Err(
+            "a state key is 1 to 200 of the characters of a channel name: A-Z a-z 0-9 _ . : @ = -",
+        ),
+        (Some(_), true) if !p.storable() => {
+            Err("a keyed publication cannot be volatile or targeted (`to`)")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Asks the broker for each local state channel whose keys expire, once a second:
+/// reading expires them, and each expiry is delivered as a tombstone (SPEC 16.1), so
+/// subscribers see a key go when its time is up, not at the next write.
+async fn expire_state(node: std::sync::Weak<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        for (ch, opts, offset) in node.hub.expiring_state() {
+            let none: &[String] = &[];
+            if let Err(e) = node
+                .brokers
+                .broker
+                .state(&ch, opts, Some(offset), Some(none))
+                .await
+            {
+                tracing::debug!(channel = %ch, error = %e, "state expiry check failed");
+            }
+        }
     }
 }
 

@@ -32,6 +32,11 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../clients/js/src/backoff.js"),
     ),
     ("errors.js", include_str!("../../clients/js/src/errors.js")),
+    ("values.js", include_str!("../../clients/js/src/values.js")),
+    (
+        "receipts.js",
+        include_str!("../../clients/js/src/receipts.js"),
+    ),
     (
         "protocol.js",
         include_str!("../../clients/js/src/protocol.js"),

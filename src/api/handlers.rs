@@ -44,6 +44,10 @@ pub(super) struct PublishBody {
     #[serde(default)]
     volatile: bool,
     to: Option<String>,
+    /// State channels: the key set (or deleted) (SPEC 16.1).
+    key: Option<String>,
+    #[serde(default)]
+    delete: bool,
     idempotency_key: Option<String>,
 }
 
@@ -111,6 +115,11 @@ pub(super) async fn publish(
     let mut p = Publication::new(ch, b.ty, b.payload.unwrap_or_else(raw_null));
     p.volatile = b.volatile;
     p.to = b.to;
+    p.key = b.key.map(Into::into);
+    if b.delete {
+        p.deleted = true;
+        p.payload = raw_null();
+    }
     publish_one(&node, p, &ns, idem).await.map(Json)
 }
 
@@ -122,6 +131,8 @@ pub(super) struct BroadcastBody {
     payload: Option<Box<RawValue>>,
     #[serde(default)]
     volatile: bool,
+    /// State channels: the key set on each channel.
+    key: Option<String>,
     idempotency_key: Option<String>,
 }
 
@@ -146,6 +157,7 @@ pub(super) async fn broadcast(
             Ok((ch, ns)) => {
                 let mut p = Publication::new(ch, b.ty.clone(), payload.clone());
                 p.volatile = b.volatile;
+                p.key = b.key.as_deref().map(Into::into);
                 publish_one(&node, p, &ns, idem.clone()).await
             }
             Err(e) => Err(e),
@@ -302,6 +314,37 @@ pub(super) async fn history(
         }))),
         None => Err(ApiError::NotFound(format!(
             "history is not enabled for namespace {}",
+            ch.namespace()
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct StateQuery {
+    keys: Option<String>,
+}
+
+pub(super) async fn state(
+    State(node): State<Arc<Node>>,
+    Path(channel): Path<String>,
+    Query(q): Query<StateQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (ch, ns) = resolve(&node, &channel)?;
+    let keys: Option<Vec<String>> = q.keys.map(|k| {
+        k.split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    match node.state(&ch, &ns, keys.as_deref()).await? {
+        Some(s) => Ok(Json(json!({
+            "channel": s.channel,
+            "offset": s.offset,
+            "epoch": s.epoch,
+            "entries": s.entries,
+        }))),
+        None => Err(ApiError::NotFound(format!(
+            "state is not enabled for namespace {}",
             ch.namespace()
         ))),
     }

@@ -180,6 +180,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/unsubscribe", post(handlers::unsubscribe))
         .route("/api/presence/{channel}", get(handlers::presence))
         .route("/api/history/{channel}", get(handlers::history))
+        .route("/api/state/{channel}", get(handlers::state))
         .route("/api/channels", get(handlers::channels))
         .route("/api/stats", get(handlers::stats))
         .route("/api/{*rest}", axum::routing::any(not_found))

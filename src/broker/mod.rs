@@ -94,6 +94,34 @@ pub struct StateSnapshot {
     pub entries: Vec<Arc<Publication>>,
 }
 
+impl StateSnapshot {
+    /// Brings a full snapshot forward with the changes read after it (a partial read
+    /// of the same epoch); false when `newer` is not that, and the caller reads again.
+    pub fn advance(&mut self, newer: StateSnapshot) -> bool {
+        if self.partial || !newer.partial || newer.epoch != self.epoch {
+            return false;
+        }
+        let mut by_key: std::collections::HashMap<Arc<str>, Arc<Publication>> = self
+            .entries
+            .drain(..)
+            .filter_map(|p| Some((p.key.clone()?, p)))
+            .collect();
+        for p in newer.entries {
+            let Some(k) = p.key.clone() else { continue };
+            if p.deleted {
+                by_key.remove(&k);
+            } else {
+                by_key.insert(k, p);
+            }
+        }
+        self.entries = by_key.into_values().collect();
+        self.entries.sort_by_key(|p| p.offset);
+        self.offset = newer.offset;
+        self.floor = newer.floor;
+        true
+    }
+}
+
 /// What subscribing a channel involves besides receiving it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscribeOpts {
@@ -277,6 +305,17 @@ pub trait Sink: Send + Sync + 'static {
     /// Whether this node holds the connection (tells live registry entries from
     /// ones whose removal failed).
     fn has_connection(&self, id: ConnId) -> bool;
+    /// The channel is a state channel here: a gap in it is filled from its state,
+    /// not from history (SPEC 16.2).
+    fn state_opts(&self, _ch: &ChannelName) -> Option<StateOpts> {
+        None
+    }
+    /// Delivers the changes of a state read after the channel's position (the newest
+    /// version of each key, in offset order); false when the read cannot fill the
+    /// gap (another epoch, or tombstones no longer reach back): then `lose` it.
+    fn catch_up(&self, _ch: &ChannelName, _changes: &StateSnapshot) -> bool {
+        false
+    }
 }
 
 /// Publish, subscribe and history: the delivery path.

@@ -33,6 +33,11 @@ fn valid_rest(rest: &str) -> bool {
         })
 }
 
+/// A state channel's key (SPEC 16.1): the characters of a channel's rest, ≤ 200.
+pub fn valid_state_key(key: &str) -> bool {
+    valid_rest(key)
+}
+
 impl ChannelName {
     pub fn parse(s: &str) -> Result<ChannelName, InvalidChannel> {
         let (ns, rest) = s.split_once(':').ok_or(InvalidChannel)?;

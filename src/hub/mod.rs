@@ -3,7 +3,9 @@
 //! queues of the local subscribers, after checking its offset against what this node
 //! delivered (`position`). It is the broker's [`Sink`]; it knows nothing of sockets.
 
+mod conflate;
 mod outbox;
+mod state;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -14,9 +16,10 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 
 pub use outbox::{Item, Outbox, Pushed};
+pub use state::{NeedRead, StateWant};
 
-use crate::broker::{Control, Delivery, Sink, Target};
-use crate::channel::ChannelName;
+use crate::broker::{Control, Delivery, Sink, StateOpts, StateSnapshot, Target};
+use crate::channel::{ChannelName, Namespace};
 pub use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::position::{judge, Position, Verdict};
@@ -79,15 +82,46 @@ struct Sub {
     skip_until: u64,
 }
 
+/// How a channel's publications reach its subscribers, from its namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelOpts {
+    /// A state channel (SPEC 16.1): the hub keeps a replica of it.
+    pub state: Option<StateOpts>,
+    /// Merge-patch deltas against the key's previous version (16.3).
+    pub delta: bool,
+    /// Per-subscriber coalescing of each (channel, key) to one per interval (16.4).
+    pub conflate: Option<std::time::Duration>,
+}
+
+impl ChannelOpts {
+    pub fn of(ns: &Namespace) -> ChannelOpts {
+        ChannelOpts {
+            state: StateOpts::of(ns),
+            delta: ns.delta && ns.state,
+            conflate: ns.conflated().then_some(ns.conflate),
+        }
+    }
+}
+
+/// Where delivery of a channel stands, and the replica of a state channel, which
+/// moves with it.
+#[derive(Default)]
+struct Track {
+    position: Position,
+    replica: Option<crate::state::Replica>,
+}
+
 #[derive(Default)]
 struct Entry {
     subs: HashMap<ConnId, Sub>,
     // Updated by the one task that delivers this channel, read by subscribes: a plain
-    // mutex taken under the shard's read lock for a few instructions.
-    position: Mutex<Position>,
+    // mutex taken under the shard's read lock for a few instructions (and, on a delta
+    // channel, the computation of one patch per publication).
+    track: Mutex<Track>,
     /// A subscriber read the channel's history: its gaps are filled after an
     /// interruption of the broker path even while it has none yet.
     numbered: bool,
+    opts: ChannelOpts,
 }
 
 /// The subscriber set moved while a subscribe read history: read it again.
@@ -254,7 +288,7 @@ impl Hub {
 
     /// Makes sure deliveries for `ch` are tracked before the broker subscription is
     /// made; false when its namespace already has `max` channels here (0: no limit).
-    pub fn ensure_channel(&self, ch: &ChannelName, max: usize) -> bool {
+    pub fn ensure_channel(&self, ch: &ChannelName, max: usize, opts: ChannelOpts) -> bool {
         let mut shard = self.shard(ch.as_str()).write();
         if !shard.contains_key(ch) {
             let full = max > 0
@@ -266,7 +300,13 @@ impl Hub {
             if full {
                 return false;
             }
-            shard.insert(ch.clone(), Entry::default());
+            shard.insert(
+                ch.clone(),
+                Entry {
+                    opts,
+                    ..Entry::default()
+                },
+            );
             self.count_channel(ch, 1);
         }
         true
@@ -276,7 +316,9 @@ impl Hub {
     pub fn remove_channel_if_empty(&self, ch: &ChannelName) -> bool {
         let mut shard = self.shard(ch.as_str()).write();
         if shard.get(ch).is_some_and(|e| e.subs.is_empty()) {
-            shard.remove(ch);
+            if let Some(e) = shard.remove(ch) {
+                self.forget_replica(&mut e.track.lock());
+            }
             self.count_channel(ch, -1);
             true
         } else {
@@ -304,14 +346,15 @@ impl Hub {
         entry.numbered |= history.is_some();
         let newest = history.map(|h| h.offset).unwrap_or(0);
         if let Some(read) = history {
-            let mut pos = entry.position.lock();
+            let mut track = entry.track.lock();
+            let pos = &mut track.position;
             match (&pos.epoch, &read.epoch) {
                 (_, None) if pos.offset > 0 => {
                     // History was lost since this node delivered (a flush): whoever
                     // is subscribed holds void offsets (5.8).
-                    drop(pos);
+                    *pos = read.clone();
+                    drop(track);
                     Self::close_all(entry, CloseCode::InsufficientState);
-                    *entry.position.lock() = read.clone();
                 }
                 (None, _) => {
                     // First look at this channel's history: deliveries continue from here.
@@ -328,9 +371,9 @@ impl Hub {
                 (Some(_), _) => {
                     // The history was replaced since this node last delivered: whoever
                     // is subscribed holds void offsets (5.8).
-                    drop(pos);
+                    *pos = read.clone();
+                    drop(track);
                     Self::close_all(entry, CloseCode::InsufficientState);
-                    *entry.position.lock() = read.clone();
                 }
             }
         }
@@ -339,11 +382,15 @@ impl Hub {
             conn: conn.clone(),
             skip_until: newest,
         };
-        if entry.subs.insert(conn.id, sub).is_none() {
+        self.insert_sub(entry, sub);
+        Ok(())
+    }
+
+    fn insert_sub(&self, entry: &mut Entry, sub: Sub) {
+        if entry.subs.insert(sub.conn.id, sub).is_none() {
             let n = self.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
             self.metrics.subscriptions.set(n as f64);
         }
-        Ok(())
     }
 
     /// Removes a subscriber; true when it was the channel's last local one.
@@ -361,31 +408,52 @@ impl Hub {
 
     /// Fans a publication out to the local subscribers of its channel, after checking
     /// its offset against what this node delivered (5.8). The bytes are encoded once
-    /// and shared; a full queue closes that subscriber alone (4010).
-    pub fn deliver(&self, p: &Publication) -> Delivery {
+    /// and shared; a full queue closes that subscriber alone (4010), except on a
+    /// conflated channel, where the newest of a key replaces the older.
+    pub fn deliver(&self, p: &Arc<Publication>) -> Delivery {
         let shard = self.shard(p.channel.as_str()).read();
         let Some(entry) = shard.get(&p.channel) else {
             return Delivery::Delivered;
         };
         if let (Some(o), Some(e)) = (p.offset, &p.epoch) {
-            let mut pos = entry.position.lock();
-            match judge(&pos, o, e, p.entry_id.as_deref()) {
-                Verdict::Next => *pos = Position::after(p),
+            let mut track = entry.track.lock();
+            match judge(&track.position, o, e, p.entry_id.as_deref()) {
+                Verdict::Next => {
+                    track.position = Position::after(p);
+                    self.replicate(&mut track, entry.opts, p);
+                }
                 Verdict::Duplicate => return Delivery::Duplicate,
                 Verdict::Gap { after } => return Delivery::Gap { after },
                 Verdict::Reused => return Delivery::Reused,
                 Verdict::OtherHistory => {
                     // Offsets the subscribers hold are void (another history): 4012,
                     // and they re-subscribe with `since`.
-                    *pos = Position::after(p);
-                    drop(pos);
+                    track.position = Position::after(p);
+                    self.forget_replica(&mut track);
+                    drop(track);
                     Self::close_all(entry, CloseCode::InsufficientState);
                     return Delivery::Lost;
                 }
             }
         }
-        let bytes = p.bytes();
-        let mut overflowed = 0;
+        self.fan_out(entry, p, true);
+        Delivery::Delivered
+    }
+
+    /// Hands `p` to every subscriber that should get it: the delta form to those
+    /// that received its base live (when `deltas`), through the conflation slots on
+    /// a conflated channel.
+    fn fan_out(&self, entry: &Entry, p: &Arc<Publication>, deltas: bool) {
+        let full = p.bytes();
+        let delta = if deltas { p.delta_bytes() } else { None };
+        let base = delta.and(p.delta.get().and_then(Option::as_ref).map(|d| d.base));
+        let primary = delta.unwrap_or(full);
+        let conflate = entry
+            .opts
+            .conflate
+            .filter(|_| !matches!(p.event.as_str(), "join" | "leave"));
+        let now = std::time::Instant::now();
+        let (mut overflowed, mut conflated, mut deltas_sent) = (0, 0, 0u64);
         CLONES.with(|cell| {
             let mut clones = cell.borrow_mut();
             clones.clear();
@@ -398,16 +466,31 @@ impl Hub {
                         continue;
                     }
                 }
-                // References are taken a chunk at a time before they are handed out:
-                // once subscribers on the other cores drop theirs, a clone per push
-                // would fight them for the reference count's cache line. A targeted
-                // publication reaches a few connections and takes one at a time.
-                let b = match clones.pop() {
-                    Some(b) => b,
-                    None if p.to.is_some() => bytes.clone(),
-                    None => {
-                        clones.extend(std::iter::repeat_n(bytes, CLONE_CHUNK).cloned());
-                        bytes.clone()
+                // Whether the subscriber received the key's version at `base` live.
+                let holds_base = base.is_some_and(|b| b > sub.skip_until);
+                if let Some(interval) = conflate {
+                    match sub.conn.outbox.push_conflated(p, interval, holds_base, now) {
+                        Pushed::Overflowed => overflowed += 1,
+                        Pushed::Conflated => conflated += 1,
+                        Pushed::Queued | Pushed::Closed => {}
+                    }
+                    continue;
+                }
+                let b = if base.is_some() && !holds_base {
+                    full.clone()
+                } else {
+                    deltas_sent += u64::from(base.is_some());
+                    // References are taken a chunk at a time before they are handed
+                    // out: once subscribers on the other cores drop theirs, a clone
+                    // per push would fight them for the reference count's cache line.
+                    // A targeted publication reaches a few and takes one at a time.
+                    match clones.pop() {
+                        Some(b) => b,
+                        None if p.to.is_some() => primary.clone(),
+                        None => {
+                            clones.extend(std::iter::repeat_n(primary, CLONE_CHUNK).cloned());
+                            primary.clone()
+                        }
                     }
                 };
                 if sub.conn.outbox.push_data(b, Some(p.accepted)) == Pushed::Overflowed {
@@ -419,7 +502,15 @@ impl Hub {
         if overflowed > 0 {
             self.metrics.slow_consumers.increment(overflowed);
         }
-        Delivery::Delivered
+        if conflated > 0 {
+            self.metrics.conflated.increment(conflated);
+        }
+        if let Some(d) = delta.filter(|_| deltas_sent > 0) {
+            let saved = full.len().saturating_sub(d.len()) as u64;
+            self.metrics
+                .delta_bytes_saved
+                .increment(saved * deltas_sent);
+        }
     }
 
     fn close_all(entry: &Entry, code: CloseCode) {
@@ -433,7 +524,10 @@ impl Hub {
     pub fn lose(&self, ch: &ChannelName, position: Position) {
         let shard = self.shard(ch.as_str()).read();
         if let Some(entry) = shard.get(ch) {
-            *entry.position.lock() = position;
+            let mut track = entry.track.lock();
+            track.position = position;
+            self.forget_replica(&mut track);
+            drop(track);
             Self::close_all(entry, CloseCode::InsufficientState);
         }
     }
@@ -445,7 +539,7 @@ impl Hub {
         for shard in self.shards.iter() {
             for (ch, e) in shard.read().iter() {
                 if e.numbered {
-                    out.push((ch.clone(), e.position.lock().clone()));
+                    out.push((ch.clone(), e.track.lock().position.clone()));
                 }
             }
         }
@@ -534,7 +628,7 @@ impl Sink for Hub {
 
     fn position(&self, ch: &ChannelName) -> Option<Position> {
         let shard = self.shard(ch.as_str()).read();
-        shard.get(ch).map(|e| e.position.lock().clone())
+        shard.get(ch).map(|e| e.track.lock().position.clone())
     }
 
     fn lose(&self, ch: &ChannelName, position: Position) {
@@ -543,5 +637,14 @@ impl Sink for Hub {
 
     fn has_connection(&self, id: ConnId) -> bool {
         self.conns.read().contains_key(&id)
+    }
+
+    fn state_opts(&self, ch: &ChannelName) -> Option<StateOpts> {
+        let shard = self.shard(ch.as_str()).read();
+        shard.get(ch).and_then(|e| e.opts.state)
+    }
+
+    fn catch_up(&self, ch: &ChannelName, changes: &StateSnapshot) -> bool {
+        Hub::catch_up(self, ch, changes)
     }
 }

@@ -1,6 +1,8 @@
 //! The bounded send queue of one connection. Publishers push shared bytes without
 //! waiting; the connection's task drains it into the socket. Overflow marks the
-//! connection a slow consumer (close 4010) and never blocks the publisher.
+//! connection a slow consumer (close 4010) and never blocks the publisher; on a
+//! conflated channel the newest publication of a key replaces the older instead
+//! (`conflate`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -26,6 +28,9 @@ pub enum Item {
     Unsubscribe(ChannelName),
     /// Send `disconnect`, then close with this code.
     Close(CloseCode, Option<String>),
+    /// The place of a conflated (channel, key) in the queue: what goes out there is
+    /// the newest publication of that key when it is reached.
+    Conflated(super::conflate::SlotKey),
 }
 
 /// Result of pushing data.
@@ -36,16 +41,21 @@ pub enum Pushed {
     Overflowed,
     /// The connection is already closing; nothing more is queued for it.
     Closed,
+    /// It replaced an older publication of its (channel, key) still waiting.
+    Conflated,
 }
 
 #[derive(Default)]
-struct State {
-    queue: VecDeque<Item>,
-    /// Data items in `queue` (control items do not count toward the bound).
-    data: usize,
-    /// Bytes of the data items in `queue`.
-    bytes: usize,
-    closing: bool,
+pub(super) struct State {
+    pub(super) queue: VecDeque<Item>,
+    /// Data items in `queue` (control items do not count toward the bound), and the
+    /// conflated publications waiting for their interval to end.
+    pub(super) data: usize,
+    /// Bytes of those.
+    pub(super) bytes: usize,
+    pub(super) closing: bool,
+    /// Only for connections subscribed to a conflated channel.
+    pub(super) conflation: Option<Box<super::conflate::Conflation>>,
 }
 
 /// An emptied queue keeps up to this many slots until the connection's ping tick.
@@ -54,15 +64,17 @@ const KEEP_CAPACITY: usize = 64;
 pub struct Outbox {
     // A plain mutex: every critical section is a push or a drain of a few pointers,
     // never held across an await, and far cheaper than an async lock per delivery.
-    state: Mutex<State>,
+    pub(super) state: Mutex<State>,
     /// Set when the queue went from empty to not empty; cleared by the drain that
     /// empties it. Lets the task check for work without taking the lock.
     pending: AtomicBool,
     // One waiting task (the connection's): an atomic waker slot is a couple of atomic
     // operations per wake-up, cheaper than a notification list.
     waker: AtomicWaker,
-    cap: usize,
-    cap_bytes: usize,
+    /// Conflated publications wait for an interval to end: the task asks when.
+    pub(super) conflating: AtomicBool,
+    pub(super) cap: usize,
+    pub(super) cap_bytes: usize,
 }
 
 impl Outbox {
@@ -74,6 +86,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             pending: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            conflating: AtomicBool::new(false),
             cap,
             cap_bytes,
         }
@@ -86,17 +99,7 @@ impl Outbox {
         }
         let over_bytes = s.data > 0 && s.bytes + bytes.len() > self.cap_bytes;
         if s.data >= self.cap || over_bytes {
-            s.closing = true;
-            // Nothing more is ever queued: the full queue's memory goes now (freed
-            // after the lock is released).
-            let dropped = std::mem::take(&mut s.queue);
-            s.data = 0;
-            s.bytes = 0;
-            s.queue
-                .push_back(Item::Close(CloseCode::SlowConsumer, None));
-            drop(s);
-            drop(dropped);
-            self.wake();
+            self.overflow(s);
             return Pushed::Overflowed;
         }
         let was_empty = s.queue.is_empty();
@@ -109,6 +112,20 @@ impl Outbox {
             self.wake();
         }
         Pushed::Queued
+    }
+
+    /// The queue is full: the connection closes with 4010 and nothing more is ever
+    /// queued, so the full queue's memory goes now (freed after the lock is released).
+    pub(super) fn overflow(&self, mut s: parking_lot::MutexGuard<'_, State>) {
+        s.closing = true;
+        let dropped = (std::mem::take(&mut s.queue), s.conflation.take());
+        s.data = 0;
+        s.bytes = 0;
+        s.queue
+            .push_back(Item::Close(CloseCode::SlowConsumer, None));
+        drop(s);
+        drop(dropped);
+        self.wake();
     }
 
     /// Queues a control item; `Close` makes the outbox refuse further data.
@@ -141,6 +158,13 @@ impl Outbox {
                     taken += bytes.len();
                     out.push((bytes, accepted));
                     n += 1;
+                }
+                Some(Item::Conflated(key)) => {
+                    if let Some((bytes, accepted, size)) = super::conflate::take(&mut s, &key) {
+                        taken += size;
+                        out.push((bytes, accepted));
+                        n += 1;
+                    }
                 }
                 Some(other) => {
                     control = Some(other);
@@ -182,7 +206,7 @@ impl Outbox {
         self.state.lock().closing
     }
 
-    fn wake(&self) {
+    pub(super) fn wake(&self) {
         self.pending.store(true, Ordering::Release);
         self.waker.wake();
     }

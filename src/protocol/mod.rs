@@ -10,7 +10,9 @@ mod server;
 pub use client::{parse_client_frame, ClientFrame, Command, FrameError, Since, MAX_SAFE_INTEGER};
 pub use codes::{CloseCode, ErrorCode};
 pub use json::raw_null;
-pub use publication::{publications_json, timestamp_now, ClientInfo, Delta, Publication};
+pub use publication::{
+    publications_json, state_entries_json, timestamp_now, ClientInfo, Delta, Publication,
+};
 pub use server::{
     AuthSuccess, History, Presence, PresenceClient, PresenceCount, Read, ServerMessage, Snapshot,
     StateEntry, Subscribed, Unread, UnreadChannel, SERVER_TYPES,

@@ -74,6 +74,7 @@ pub struct Publication {
     encoded: OnceLock<Bytes>,
     encoded_delta: OnceLock<Option<Bytes>>,
     encoded_conflated: OnceLock<Bytes>,
+    encoded_entry: OnceLock<Bytes>,
 }
 
 impl Publication {
@@ -96,6 +97,7 @@ impl Publication {
             encoded: OnceLock::new(),
             encoded_delta: OnceLock::new(),
             encoded_conflated: OnceLock::new(),
+            encoded_entry: OnceLock::new(),
         }
     }
 
@@ -125,6 +127,22 @@ impl Publication {
                     .map(|d| self.encode(Variant::Delta(d)))
             })
             .as_ref()
+    }
+
+    /// This publication as an entry of a snapshot (SPEC 16.2), encoded once: a
+    /// snapshot of ten thousand keys is then a concatenation, not ten thousand
+    /// serialisations, for every subscriber that asks.
+    pub fn entry_bytes(&self) -> &Bytes {
+        self.encoded_entry.get_or_init(|| {
+            json_bytes(&super::server::StateEntry {
+                key: self.key.as_deref().unwrap_or_default(),
+                ty: (!self.deleted).then_some(self.event.as_str()),
+                payload: (!self.deleted).then_some(&*self.payload),
+                deleted: self.deleted,
+                offset: self.offset.unwrap_or(0),
+                timestamp: &self.timestamp,
+            })
+        })
     }
 
     fn encode(&self, variant: Variant<'_>) -> Bytes {
@@ -188,13 +206,23 @@ struct PublicationEnvelope<'a> {
 
 /// Bytes of a JSON array made of already-encoded publications (history replies).
 pub fn publications_json(pubs: &[Arc<Publication>]) -> Box<RawValue> {
-    let mut out = Vec::with_capacity(pubs.iter().map(|p| p.bytes().len() + 1).sum::<usize>() + 2);
+    json_array(pubs.iter().map(|p| p.bytes()))
+}
+
+/// The `entries` of a snapshot, from the publications in the order given.
+pub fn state_entries_json<'a>(pubs: impl IntoIterator<Item = &'a Publication>) -> Box<RawValue> {
+    let parts: Vec<&Bytes> = pubs.into_iter().map(|p| p.entry_bytes()).collect();
+    json_array(parts.into_iter())
+}
+
+fn json_array<'a>(parts: impl Iterator<Item = &'a Bytes> + Clone) -> Box<RawValue> {
+    let mut out = Vec::with_capacity(parts.clone().map(|b| b.len() + 1).sum::<usize>() + 2);
     out.push(b'[');
-    for (i, p) in pubs.iter().enumerate() {
+    for (i, b) in parts.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(p.bytes());
+        out.extend_from_slice(b);
     }
     out.push(b']');
     // Each part is JSON the server encoded, so the whole is too.

@@ -94,20 +94,24 @@ pub struct Unread {
 }
 
 /// One key of a snapshot (SPEC 16.2); a tombstone has `deleted` and no payload.
+/// Encoded once per publication ([`Publication::entry_bytes`]).
+///
+/// [`Publication::entry_bytes`]: super::Publication::entry_bytes
 #[derive(Debug, Clone, Serialize)]
-pub struct StateEntry {
-    pub key: Arc<str>,
+pub struct StateEntry<'a> {
+    pub key: &'a str,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub ty: Option<String>,
+    pub ty: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Arc<RawValue>>,
+    pub payload: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
     pub offset: u64,
-    pub timestamp: String,
+    pub timestamp: &'a str,
 }
 
-/// `snapshot` after `subscribed` on a state channel, and `state` (SPEC 16.2).
+/// `snapshot` after `subscribed` on a state channel, and `state` (SPEC 16.2). The
+/// entries are spliced in already encoded (`state_entries_json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub channel: String,
@@ -116,7 +120,7 @@ pub struct Snapshot {
     /// Only on `snapshot`: false when it holds just the keys changed after `since`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full: Option<bool>,
-    pub entries: Vec<StateEntry>,
+    pub entries: Arc<RawValue>,
 }
 
 /// `presence_count` (SPEC 16.5).

@@ -14,6 +14,7 @@ use crate::channel::ChannelName;
 use crate::hub::Who;
 use crate::ids::new_session_id;
 use crate::metrics::AUTH_FAILURES;
+use crate::node::Join;
 use crate::protocol::{AuthSuccess, CloseCode, ErrorCode, ServerMessage};
 use crate::session::{exp_instant, user_limit, AuthState, Grant, UserLimit};
 
@@ -128,7 +129,7 @@ impl Conn {
                 );
                 continue;
             }
-            if let Err(code) = self.subscribe_to(&ch, None, None, false, grant).await {
+            if let Err(code) = self.subscribe_to(&ch, Join::default(), grant).await {
                 self.error(None, code, &format!("auto-subscription to {ch} failed"));
             }
         }

@@ -245,6 +245,9 @@ impl Conn {
         if let Some(c) = &self.closing {
             d = d.min(c.deadline);
         }
+        if let Some(due) = self.handle.outbox.next_due() {
+            d = d.min(Instant::from_std(due));
+        }
         if !self.stop_reading {
             if let Some(t) = self.session.deadline() {
                 d = d.min(Instant::from_std(t));
@@ -268,6 +271,7 @@ impl Conn {
         if self.closing.as_ref().is_some_and(|c| now >= c.deadline) {
             return Err(Ended::Dropped("write_timeout"));
         }
+        self.handle.outbox.release_due(now.into_std());
         if now >= self.next_ping {
             self.handle.outbox.shrink_if_idle();
             codec::put_ping(&mut self.wbuf);
@@ -412,7 +416,7 @@ impl Conn {
                 // skip the second (empty) look a loop would take.
                 None if n < DRAIN_BATCH => return Ok(()),
                 None => {}
-                Some(Item::Data(..)) => {}
+                Some(Item::Data(..) | Item::Conflated(_)) => {}
                 Some(Item::Subscribe(_) | Item::Unsubscribe(_)) if self.stop_reading => {}
                 Some(Item::Subscribe(ch)) => Box::pin(self.server_subscribe(ch)).await,
                 Some(Item::Unsubscribe(ch)) => self.server_unsubscribe(ch),

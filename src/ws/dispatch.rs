@@ -98,10 +98,16 @@ impl Conn {
                 channel,
                 token,
                 since,
-                keys: _,
+                keys,
             } => {
-                self.on_subscribe(id, &channel, token.as_deref(), since.as_ref())
-                    .await
+                self.on_subscribe(
+                    id,
+                    &channel,
+                    token.as_deref(),
+                    since.as_ref(),
+                    keys.as_deref(),
+                )
+                .await
             }
             Command::Unsubscribe { channel } => self.on_unsubscribe(id, &channel).await,
             Command::Presence { channel } => self.on_presence(id, &channel).await,
@@ -110,14 +116,13 @@ impl Conn {
                 limit,
                 since,
             } => self.on_history(id, &channel, limit, since).await,
-            Command::MarkRead { .. }
-            | Command::Received { .. }
-            | Command::Unread { .. }
-            | Command::State { .. } => self.error(
-                id,
-                ErrorCode::InvalidPayload,
-                "not available on this channel",
-            ),
+            Command::State { channel, keys } => self.on_state(id, &channel, keys.as_deref()).await,
+            Command::MarkRead { .. } | Command::Received { .. } | Command::Unread { .. } => self
+                .error(
+                    id,
+                    ErrorCode::InvalidPayload,
+                    "not available on this channel",
+                ),
             Command::Publish {
                 event,
                 channel,

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::conn::Conn;
 use crate::broker::BrokerError;
 use crate::channel::{ChannelName, Namespace};
-use crate::node::Chore;
+use crate::node::{Chore, Join};
 use crate::protocol::{
     publications_json, ClientInfo, ErrorCode, History, Presence, Publication, ServerMessage, Since,
 };
@@ -31,7 +31,7 @@ fn broker_message(e: &BrokerError) -> &'static str {
     match e {
         BrokerError::Unavailable(_) => "broker unavailable: not done, retry",
         BrokerError::Unknown(_) => "broker did not answer in time: the outcome is unknown",
-        BrokerError::Refused(_) => "refused by the broker",
+        BrokerError::Refused(_) => "refused: the publication is not valid here",
         BrokerError::Limit(_) => "a configured limit was reached",
         BrokerError::Internal(_) => "internal error",
     }
@@ -73,6 +73,7 @@ impl Conn {
         name: &str,
         token: Option<&str>,
         since: Option<&Since>,
+        keys: Option<&[String]>,
     ) {
         let Some((ch, ns)) = self.resolve(id, name) else {
             return;
@@ -93,7 +94,17 @@ impl Conn {
             self.node.unsubscribe(&self.handle, &ch);
             if let Err(e) = self
                 .node
-                .subscribe(&self.handle, &ch, &ns, since, id, true)
+                .subscribe(
+                    &self.handle,
+                    &ch,
+                    &ns,
+                    Join {
+                        since,
+                        keys,
+                        id,
+                        reply: true,
+                    },
+                )
                 .await
             {
                 self.session.remove_sub(&ch);
@@ -102,7 +113,13 @@ impl Conn {
             }
             return;
         }
-        if let Err(code) = self.subscribe_to(&ch, since, id, true, grant).await {
+        let join = Join {
+            since,
+            keys,
+            id,
+            reply: true,
+        };
+        if let Err(code) = self.subscribe_to(&ch, join, grant).await {
             self.error(id, code, "subscribe failed");
         }
     }
@@ -111,9 +128,7 @@ impl Conn {
     pub(super) async fn subscribe_to(
         &mut self,
         ch: &ChannelName,
-        since: Option<&Since>,
-        id: Option<&str>,
-        reply: bool,
+        join: Join<'_>,
         grant: Grant,
     ) -> Result<(), ErrorCode> {
         let ns = self
@@ -122,11 +137,7 @@ impl Conn {
             .get(ch.namespace())
             .cloned()
             .ok_or(ErrorCode::InvalidChannel)?;
-        match self
-            .node
-            .subscribe(&self.handle, ch, &ns, since, id, reply)
-            .await
-        {
+        match self.node.subscribe(&self.handle, ch, &ns, join).await {
             Ok(_) => {
                 self.session.add_sub(ch.clone(), grant);
                 self.node.joined(&self.handle, ch, &ns).await;
@@ -243,6 +254,25 @@ impl Conn {
         }
     }
 
+    pub(super) async fn on_state(&mut self, id: Option<&str>, name: &str, keys: Option<&[String]>) {
+        let Some((ch, ns)) = self.resolve(id, name) else {
+            return;
+        };
+        if !self.session.may_read(&ns, &ch) {
+            self.error(id, ErrorCode::Forbidden, "not allowed to read this channel");
+            return;
+        }
+        match self.node.state(&ch, &ns, keys).await {
+            Ok(Some(snapshot)) => self.send(ServerMessage::State(&snapshot).to_bytes(id)),
+            Ok(None) => self.error(
+                id,
+                ErrorCode::Forbidden,
+                "state is not enabled in this namespace",
+            ),
+            Err(e) => self.error(id, broker_code(&e), broker_message(&e)),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn on_publish(
         &mut self,
@@ -261,16 +291,17 @@ impl Conn {
         if let Err(r) = self.session.check_publish(&ns, &ch, to.is_some()) {
             return self.error(id, r.code, r.message);
         }
-        if key.is_some() || delete {
-            return self.error(
-                id,
-                ErrorCode::InvalidPayload,
-                "`key` and `delete` are for state channels",
-            );
-        }
         let mut p = Publication::new(ch, event, payload);
         p.to = to;
         p.volatile = volatile;
+        p.key = key.map(Into::into);
+        if delete {
+            p.deleted = true;
+            p.payload = crate::protocol::raw_null();
+        }
+        if let Err(m) = crate::node::check_keyed(&ns, &p) {
+            return self.error(id, ErrorCode::InvalidPayload, m);
+        }
         let ident = &self.session.ident;
         p.from = Some(ClientInfo {
             user_id: ident.user_id.clone(),
@@ -312,7 +343,14 @@ impl Conn {
             return;
         }
         if let Err(code) = self
-            .subscribe_to(&ch, None, None, true, Grant::Server)
+            .subscribe_to(
+                &ch,
+                Join {
+                    reply: true,
+                    ..Join::default()
+                },
+                Grant::Server,
+            )
             .await
         {
             self.error(None, code, "server-side subscribe failed");

@@ -186,31 +186,29 @@ fn read_unread_snapshot_state_presence_count() {
         Some("n"),
         json!({"type":"unread","id":"n","payload":{"channels":[{"channel":"chat:1","offset":9,"read_offset":4,"unread":5}]},"timestamp":"T"}),
     );
+    let mut live = Publication::new(
+        crate::channel::ChannelName::parse("stock:p1").expect("valid"),
+        "stock".into(),
+        serde_json::value::RawValue::from_string("{\"n\":3}".into()).expect("raw"),
+    );
+    live.key = Some("sku1".into());
+    live.offset = Some(10);
+    live.timestamp = "T1".into();
+    let mut gone = Publication::new(
+        crate::channel::ChannelName::parse("stock:p1").expect("valid"),
+        "stock".into(),
+        crate::protocol::raw_null(),
+    );
+    gone.key = Some("sku2".into());
+    gone.offset = Some(12);
+    gone.deleted = true;
+    gone.timestamp = "T2".into();
     let snap = Snapshot {
         channel: "stock:p1".into(),
         offset: 12,
         epoch: "e".into(),
         full: Some(true),
-        entries: vec![
-            StateEntry {
-                key: "sku1".into(),
-                ty: Some("stock".into()),
-                payload: Some(std::sync::Arc::from(
-                    serde_json::value::RawValue::from_string("{\"n\":3}".into()).expect("raw"),
-                )),
-                deleted: false,
-                offset: 10,
-                timestamp: "T1".into(),
-            },
-            StateEntry {
-                key: "sku2".into(),
-                ty: None,
-                payload: None,
-                deleted: true,
-                offset: 12,
-                timestamp: "T2".into(),
-            },
-        ],
+        entries: state_entries_json([&live, &gone]).into(),
     };
     golden(
         ServerMessage::Snapshot(&snap),

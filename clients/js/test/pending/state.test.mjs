@@ -4,6 +4,7 @@
 // through changes, deletes, deltas, a lost connection and conflation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
 import WebSocket from 'ws';
 import { startNode, startProxy, eventually, next, recordingWebSocket } from '../../../../tests/jskit/index.mjs';
 import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted, get } from './setup.mjs';
@@ -16,7 +17,7 @@ async function converges(what, node, sub, keys) {
   try {
     await eventually(what, async () => {
       last = [sorted(sub.values), await serverValues(node, sub.channel, keys)];
-      return JSON.stringify(last[0]) === JSON.stringify(last[1]);
+      return isDeepStrictEqual(last[0], last[1]);
     });
   } catch (e) {
     if (last) assert.deepEqual(last[0], last[1], e.message); // shows the difference

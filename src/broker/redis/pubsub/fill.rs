@@ -3,7 +3,8 @@
 //! every other channel keeps flowing. The fill delivers the page (when it can fill
 //! the gap: `position::fill_check`), then the queue in order, then hands the channel
 //! back to direct delivery; when history cannot fill it, the channel's subscribers
-//! are closed with 4012.
+//! are closed with 4012. A state channel is filled from its state instead: the
+//! newest version of every key changed since the position (SPEC 16.2).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::super::{history::read_history, Commands, Keys};
-use crate::broker::{Delivery, Sink};
+use super::super::{history::read_history, state::read_state, Commands, Keys};
+use crate::broker::{Delivery, Sink, StateOpts};
 use crate::channel::ChannelName;
 use crate::position::{fill_check, Loss, Position};
 use crate::protocol::Publication;
@@ -107,6 +108,13 @@ impl Filler {
                 Some(p) => p,
                 None => self.sink.position(&ch).unwrap_or_default(),
             };
+            if let Some(opts) = self.sink.state_opts(&ch) {
+                self.fill_state(&ch, &pos, opts).await;
+                if self.drain(&ch) {
+                    return;
+                }
+                continue;
+            }
             match self.read(&ch, &pos).await {
                 Some(page) => match fill_check(&pos, &page) {
                     Ok(()) => {
@@ -136,6 +144,41 @@ impl Filler {
             if self.drain(&ch) {
                 return;
             }
+        }
+    }
+
+    /// Catches a state channel up from its state; what cannot be (another epoch, or
+    /// tombstones that no longer reach back) closes its subscribers with 4012.
+    async fn fill_state(&self, ch: &ChannelName, pos: &Position, opts: StateOpts) {
+        let deadline = tokio::time::Instant::now() + GIVE_UP;
+        loop {
+            let attempt = async {
+                let mut conn = self.pool.get().await?;
+                read_state(
+                    &mut conn,
+                    &self.library,
+                    &self.keys,
+                    ch,
+                    opts,
+                    Some(pos.offset),
+                    None,
+                )
+                .await
+            };
+            if let Ok(Ok(read)) = tokio::time::timeout(READ_TIMEOUT, attempt).await {
+                if !self.sink.catch_up(ch, &read) {
+                    tracing::info!(channel = %ch, "state cannot fill a gap: subscribers closed with 4012");
+                    self.sink
+                        .lose(ch, Position::new(&read.epoch, read.offset, None));
+                }
+                return;
+            }
+            if tokio::time::Instant::now() + RETRY > deadline {
+                tracing::warn!(channel = %ch, "state unreadable for too long: subscribers closed with 4012");
+                self.sink.lose(ch, Position::default());
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
         }
     }
 
