@@ -31,6 +31,10 @@ pub enum ApiError {
     /// A publication named like a reserved message type (400).
     #[error("`{0}` is a reserved type")]
     ReservedType(String),
+    /// A publication that is not valid on its channel, e.g. a state channel's without
+    /// a `key` (400, `invalid_payload` as on the socket).
+    #[error("{0}")]
+    InvalidPayload(String),
     /// A configured limit refused it, e.g. `state_max_keys` (400).
     #[error("{0}")]
     LimitExceeded(String),
@@ -64,7 +68,7 @@ impl From<crate::broker::BrokerError> for ApiError {
         match e {
             BrokerError::Unavailable(_) => ApiError::Unavailable,
             BrokerError::Unknown(_) => ApiError::Unknown,
-            BrokerError::Refused(m) => ApiError::BadRequest(m),
+            BrokerError::Refused(m) => ApiError::InvalidPayload(m),
             BrokerError::Limit(m) => ApiError::LimitExceeded(m),
             BrokerError::Internal(m) => {
                 tracing::error!(error = %m, "broker error in API call");
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::BadRequest(_)
             | ApiError::InvalidChannel(_)
             | ApiError::ReservedType(_)
+            | ApiError::InvalidPayload(_)
             | ApiError::LimitExceeded(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -95,6 +100,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidChannel(_) => "invalid_channel",
             ApiError::ReservedType(_) => "reserved_type",
+            ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",

@@ -4,10 +4,13 @@
 //! token minting, temp dirs and free ports, and waits that poll with a deadline
 //! instead of sleeping.
 
+pub mod backend;
 pub mod nginx;
 pub mod proxy;
 pub mod raw;
 pub mod redis;
+
+pub use backend::{Backend, Deployment};
 
 use std::future::Future;
 use std::net::SocketAddr;
