@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod viewers;
 pub mod ws;
 
 use std::future::Future;

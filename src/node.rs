@@ -74,6 +74,8 @@ pub struct Node {
     // each slot's own async mutex is held across the read, so callers that arrive
     // together wait for one read instead of each making one.
     presence_cache: Mutex<HashMap<ChannelName, Arc<PresenceSlot>>>,
+    /// Counted channels and their `presence_count` pushes.
+    pub viewers: crate::viewers::Viewers,
 }
 
 /// One channel's cached presence answer.
@@ -112,9 +114,11 @@ impl Node {
             draining: AtomicBool::new(false),
             chores,
             presence_cache: Mutex::new(HashMap::new()),
+            viewers: Default::default(),
         });
         tokio::spawn(janitor(Arc::downgrade(&node), rx));
         tokio::spawn(expire_state(Arc::downgrade(&node)));
+        tokio::spawn(crate::viewers::run(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -178,6 +182,9 @@ impl Node {
             Some(opts) => self.attach_state(conn, ch, opts, join).await,
             None => self.attach(conn, ch, ns, join).await,
         };
+        if result.is_ok() && ns.counts_presence() {
+            self.viewers.subscribed(ch, ns.presence_push_interval, conn);
+        }
         if result.is_err() && first && self.hub.remove_channel_if_empty(ch) {
             // Best effort: the broker interest is dropped again on failure.
             let opts = SubscribeOpts::of(ns, &self.config.events);
@@ -378,9 +385,14 @@ impl Node {
         }
     }
 
-    /// The channel's presence: exact counts, at most 1,000 clients, cached a moment
-    /// (one read for a crowd asking at once).
-    pub async fn presence(&self, ch: &ChannelName) -> Result<Presence, BrokerError> {
+    /// The channel's presence: exact counts, at most 1,000 clients (on a counted
+    /// channel: per-node counts and a sample of 100), cached a moment (one read for a
+    /// crowd asking at once).
+    pub async fn presence(
+        &self,
+        ch: &ChannelName,
+        ns: &Namespace,
+    ) -> Result<Presence, BrokerError> {
         let slot = {
             let mut cache = self.presence_cache.lock();
             if cache.len() > 10_000 {
@@ -394,11 +406,18 @@ impl Node {
                 return Ok(view.clone());
             }
         }
-        let set = self
-            .brokers
-            .presence
-            .presence(ch, PRESENCE_CLIENTS_CAP)
-            .await?;
+        let set = if ns.counts_presence() {
+            // A big audience: counted per node, with a sample (SPEC 16.5).
+            self.brokers
+                .presence
+                .counts(ch, crate::broker::counts::SAMPLE)
+                .await?
+        } else {
+            self.brokers
+                .presence
+                .presence(ch, PRESENCE_CLIENTS_CAP)
+                .await?
+        };
         let view = Presence {
             channel: None,
             count: set.count,
@@ -424,6 +443,16 @@ impl Node {
             return;
         }
         let client = conn.who().client_info();
+        if ns.counts_presence() {
+            // Counted, not listed, and no join per viewer (SPEC 16.5).
+            self.presence_cache.lock().remove(ch);
+            let entry = PresenceEntry {
+                conn_id: conn.id.to_string(),
+                client,
+            };
+            self.brokers.presence.count_join(ch, entry);
+            return;
+        }
         if ns.tracks_presence() {
             self.presence_cache.lock().remove(ch);
             let entry = PresenceEntry {
@@ -444,6 +473,11 @@ impl Node {
         let Some(ns) = self.namespaces.get(ch.namespace()) else {
             return;
         };
+        if ns.counts_presence() {
+            self.presence_cache.lock().remove(ch);
+            self.brokers.presence.count_leave(ch, &conn.to_string());
+            return;
+        }
         if ns.tracks_presence() {
             self.presence_cache.lock().remove(ch);
             if let Err(e) = self

@@ -210,6 +210,7 @@ conformance!(
     volatile_and_targeted_publications_are_never_stored,
     per_channel_order,
     presence_add_remove_and_expiry,
+    counting_presence_sums_the_nodes,
     control_commands_reach_the_sink,
     the_per_user_registry,
     rollback_is_visible_in_the_page,

@@ -626,7 +626,69 @@ async fn expired_keys_arrive_as_tombstones(b: Backend) {
     assert!(server_state(node, "ttl:t").await.is_empty());
 }
 
+const STREAM: &str = r#"
+[namespaces.stream]
+subscribe = "any"
+presence = "counts"
+presence_push_interval = "200ms"
+join_leave = true
+"#;
+
+/// Waits for a `presence_count` of `(count, users)`; a join or leave on the way fails.
+async fn sees_count(c: &mut Client, count: u64, users: u64) {
+    loop {
+        let m = c.next_json().await.expect("open");
+        assert!(
+            m["type"] != "join" && m["type"] != "leave",
+            "no join/leave per viewer: {m}"
+        );
+        if m["type"] == "presence_count" {
+            let p = &m["payload"];
+            assert_eq!(p["channel"], "stream:show");
+            if (p["count"].as_u64(), p["users"].as_u64()) == (Some(count), Some(users)) {
+                return;
+            }
+        }
+    }
+}
+
+/// Counting presence (16.5) through nodes: pushes instead of join/leave, `presence`
+/// with a sample, and viewers leaving the count.
+async fn viewer_counts_across_nodes(b: Backend) {
+    let d = b.start(3, STREAM).await;
+    let mut viewers = Vec::new();
+    for i in 0..30 {
+        let node = &d.nodes[i % d.nodes.len()];
+        let (mut c, _) = Client::authed(node, &format!("u{}", i % 20)).await;
+        c.subscribe("stream:show").await;
+        viewers.push(c);
+    }
+    sees_count(&mut viewers[0], 30, 20).await;
+    let r = viewers[1]
+        .request(json!({"type": "presence", "channel": "stream:show"}), "p")
+        .await;
+    let p = &r["payload"];
+    assert_eq!(
+        (p["count"].as_u64(), p["users"].as_u64()),
+        (Some(30), Some(20)),
+        "{r}"
+    );
+    let sample = p["clients"].as_array().expect("clients").len();
+    assert!((1..=100).contains(&sample), "a sample: {sample}");
+    let (_, api) = api_get(d.node(), "/api/presence/stream:show").await;
+    assert_eq!(
+        (api["count"].as_u64(), api["users"].as_u64()),
+        (Some(30), Some(20))
+    );
+    // The second connections of u0..u9 go: 20 connections of 20 users.
+    for c in viewers.drain(20..) {
+        c.close().await;
+    }
+    sees_count(&mut viewers[0], 20, 20).await;
+}
+
 every_broker!(
+    viewer_counts_across_nodes,
     state_channels_keep_the_newest_value_of_each_key,
     snapshot_then_every_change_while_a_publisher_hammers,
     deltas_are_sent_to_those_who_hold_the_base,
@@ -718,4 +780,31 @@ async fn a_state_channel_is_caught_up_from_its_state_after_a_silent_path() {
         (Some("e"), Some(e1)),
         "live again, nothing twice"
     );
+}
+
+/// A node that crashes (SIGKILL: no cleanup) takes its viewers out of the count
+/// within presence_ttl.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_nodes_viewers_leave_the_count() {
+    let redis = tokio::task::block_in_place(testkit::redis::RedisServer::start);
+    let top = format!(
+        "presence_ttl = \"2s\"\nbroker = \"redis\"\nredis.url = \"{}\"",
+        redis.url()
+    );
+    let a = NodeProcess::start(&format!("{top}\nnode_id = \"a\""), STREAM).await;
+    let b = NodeProcess::start(&format!("{top}\nnode_id = \"b\""), STREAM).await;
+    let url = |n: &NodeProcess, user: &str| format!("ws://{}/ws?token={}", n.addr, token(user));
+    let mut watcher = Client::connect(&url(&a, "w")).await;
+    watcher.expect("auth_success").await;
+    watcher.subscribe("stream:show").await;
+    let mut on_b = Vec::new();
+    for i in 0..10 {
+        let mut c = Client::connect(&url(&b, &format!("v{i}"))).await;
+        c.expect("auth_success").await;
+        c.subscribe("stream:show").await;
+        on_b.push(c);
+    }
+    sees_count(&mut watcher, 11, 11).await;
+    b.signal("KILL");
+    sees_count(&mut watcher, 1, 1).await;
 }

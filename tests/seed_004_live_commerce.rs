@@ -1,9 +1,10 @@
 //! Seed 004 (live commerce) on one node: anonymous viewers with server-issued session
-//! ids and an admin with a JWT role in `stream:<id>`; viewer count from presence; chat
+//! ids and an admin with a JWT role in `stream:<id>`; the viewer count from counting
+//! presence (`presence_count` pushes, `presence` with a sample, SPEC 16.5); chat
 //! with history on join; pinned products from the API; WebRTC offer/answer/ICE relayed
 //! with `to`; support chat customer → staff and staff → `session:<id>`.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::*;
 
 async fn anonymous(node: &TestNode) -> (Client, String) {
@@ -17,14 +18,38 @@ async fn anonymous(node: &TestNode) -> (Client, String) {
     (c, sid)
 }
 
-async fn viewer_count(c: &mut Client) -> Value {
-    let p = c
-        .request(
-            json!({"type": "presence", "payload": {"channel": "stream:s1"}}),
-            "viewers",
-        )
-        .await;
-    p["payload"]["count"].clone()
+/// Waits for a pushed `presence_count` of `n` viewers (no join/leave on the way).
+async fn pushed_count(c: &mut Client, n: u64) {
+    loop {
+        let m = c.next_json().await.expect("open");
+        assert!(m["type"] != "join" && m["type"] != "leave", "{m}");
+        if m["type"] == "presence_count" && m["payload"]["count"] == n {
+            assert_eq!(m["payload"]["channel"], "stream:s1");
+            return;
+        }
+    }
+}
+
+/// Asks for the viewer count until it is `n`: counts are reported in batches, so a
+/// viewer who just joined shows within a moment.
+async fn viewer_count(c: &mut Client, n: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let p = c
+            .request(
+                json!({"type": "presence", "payload": {"channel": "stream:s1"}}),
+                "viewers",
+            )
+            .await;
+        if p["payload"]["count"] == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "viewer count {p}, not {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -39,7 +64,7 @@ async fn live_stream_viewers_chat_pins_and_signaling() {
     admin.subscribe("stream:s1").await;
     let (mut v1, sid1) = anonymous(&node).await;
     v1.subscribe("stream:s1").await;
-    assert_eq!(viewer_count(&mut admin).await, 2);
+    viewer_count(&mut admin, 2).await;
 
     // Chat before the second viewer arrives.
     for text in ["Welcome!", "Today: serums"] {
@@ -70,7 +95,8 @@ async fn live_stream_viewers_chat_pins_and_signaling() {
         vec!["Welcome!", "Today: serums"],
         "chat history on join"
     );
-    assert_eq!(viewer_count(&mut v2).await, 3);
+    viewer_count(&mut v2, 3).await;
+    pushed_count(&mut admin, 3).await;
 
     // Viewers chat too; `from` carries their session id, not a user id.
     v2.send(
@@ -125,13 +151,16 @@ async fn live_stream_viewers_chat_pins_and_signaling() {
             break;
         }
     }
-    // A viewer leaves: the count follows.
+    // A viewer leaves: the count follows, pushed and asked.
     drop(v2);
-    eventually("viewer count back to 2", || async {
-        let (_, p) = api_get(&node, "/api/presence/stream:s1").await;
-        (p["count"] == 2).then_some(())
-    })
-    .await;
+    pushed_count(&mut admin, 2).await;
+    let (_, p) = api_get(&node, "/api/presence/stream:s1").await;
+    assert_eq!(
+        (p["count"].as_u64(), p["users"].as_u64()),
+        (Some(2), Some(2)),
+        "{p}"
+    );
+    assert!(!p["clients"].as_array().expect("a sample").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

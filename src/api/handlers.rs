@@ -275,7 +275,7 @@ pub(super) async fn presence(
             ch.namespace()
         )));
     }
-    let view = node.presence(&ch).await?;
+    let view = node.presence(&ch, &ns).await?;
     Ok(Json(
         json!({"count": view.count, "users": view.users, "clients": view.clients}),
     ))

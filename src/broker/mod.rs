@@ -12,6 +12,7 @@
 //! A broker hands what arrives for this node to a [`Sink`] and never touches the
 //! hub itself.
 
+pub mod counts;
 pub mod memory;
 pub mod redis;
 
@@ -371,6 +372,15 @@ pub trait Presence: Send + Sync + 'static {
     async fn presence_remove(&self, ch: &ChannelName, conn_id: &str) -> Result<(), BrokerError>;
     /// Counts and at most `limit` entries.
     async fn presence(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError>;
+
+    /// Counting presence (SPEC 16.5): a viewer of a counted channel joined. Kept on
+    /// this node and reported in batches; nothing is stored per viewer.
+    fn count_join(&self, ch: &ChannelName, entry: PresenceEntry);
+    fn count_leave(&self, ch: &ChannelName, conn_id: &str);
+    /// A counted channel's audience from every live node's report, in O(nodes):
+    /// connections, distinct users (approximate across nodes, error under 2 %), and
+    /// a sample of at most `limit` entries (one at least while anyone is there).
+    async fn counts(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError>;
 }
 
 /// What spans the nodes: commands, registries, the upstream stream, health.

@@ -96,6 +96,11 @@ impl Namespace {
         self.has_history() || self.state
     }
 
+    /// Presence is counted per node, not listed (SPEC 16.5).
+    pub fn counts_presence(&self) -> bool {
+        self.presence == PresenceMode::Counts
+    }
+
     pub fn conflated(&self) -> bool {
         !self.conflate.is_zero()
     }
@@ -184,7 +189,8 @@ fn builtins() -> Vec<(&'static str, Namespace)> {
             Namespace {
                 subscribe: vec![Rule::Any],
                 publish: vec![Rule::Subscribers],
-                presence: PresenceMode::List,
+                // A live stream's audience is counted, not listed (SPEC 16.5).
+                presence: PresenceMode::Counts,
                 history_size: 50,
                 history_ttl: Duration::from_secs(HOUR),
                 allow_to: true,

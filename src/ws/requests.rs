@@ -209,7 +209,7 @@ impl Conn {
             );
             return;
         }
-        match self.node.presence(&ch).await {
+        match self.node.presence(&ch, &ns).await {
             Ok(view) => {
                 let body = Presence {
                     channel: Some(ch.to_string()),

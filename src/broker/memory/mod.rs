@@ -75,6 +75,8 @@ pub struct MemoryBroker {
     emit: EventsConfig,
     /// The events this broker emitted, for webhooks.
     pub events: Arc<Log>,
+    /// Counting presence: one node, so its own counts are the answer.
+    counts: super::counts::LocalCounts,
 }
 
 impl MemoryBroker {
@@ -94,6 +96,7 @@ impl MemoryBroker {
             } else {
                 config.events.maxlen
             })),
+            counts: super::counts::LocalCounts::local_only(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&broker)));
@@ -379,6 +382,18 @@ impl Presence for MemoryBroker {
             users: users.len(),
             entries: state.presence.values().take(limit).cloned().collect(),
         })
+    }
+
+    fn count_join(&self, ch: &ChannelName, entry: PresenceEntry) {
+        self.counts.join(ch, entry);
+    }
+
+    fn count_leave(&self, ch: &ChannelName, conn_id: &str) {
+        self.counts.leave(ch, conn_id);
+    }
+
+    async fn counts(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError> {
+        Ok(self.counts.exact(ch, limit))
     }
 }
 

@@ -56,6 +56,8 @@ pub struct RedisBroker {
     /// Presence entries this node wrote, rewritten until removed, so they survive a
     /// Redis restart; a crashed node's entries expire after `presence_ttl`.
     local_presence: Mutex<LocalPresence>,
+    /// Viewers of counted channels on this node, reported in batches.
+    counts: super::counts::LocalCounts,
     sink: Arc<dyn Sink>,
     subs: pubsub::Handle,
     up: Arc<AtomicBool>,
@@ -98,11 +100,13 @@ impl RedisBroker {
             namespaces: crate::channel::Namespaces::from_config(config)
                 .map_err(|e| BrokerError::Internal(e.to_string()))?,
             local_presence: Mutex::new(HashMap::new()),
+            counts: Default::default(),
             sink,
             subs,
             up,
         });
         tokio::spawn(presence::refresh(Arc::downgrade(&broker)));
+        tokio::spawn(presence::report_counts(Arc::downgrade(&broker)));
         Ok(broker)
     }
 

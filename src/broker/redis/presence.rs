@@ -110,6 +110,93 @@ impl Presence for RedisBroker {
         }
         Ok(set)
     }
+
+    fn count_join(&self, ch: &ChannelName, entry: PresenceEntry) {
+        self.counts.join(ch, entry);
+    }
+
+    fn count_leave(&self, ch: &ChannelName, conn_id: &str) {
+        self.counts.leave(ch, conn_id);
+    }
+
+    async fn counts(&self, ch: &ChannelName, limit: usize) -> Result<PresenceSet, BrokerError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("switchyard_counts")
+            .arg(1)
+            .arg(self.keys.channel(ch.as_str()))
+            .arg(Self::now_ms());
+        let mut conn = self.conn().await?;
+        let reply: Vec<Value> = functions::call(&mut conn, &self.library, &cmd).await?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => (*i).max(0) as usize,
+            _ => 0,
+        };
+        let mut set = PresenceSet {
+            count: int(reply.first()),
+            users: int(reply.get(1)),
+            entries: Vec::new(),
+        };
+        // One node's users are counted exactly; several nodes' union is estimated
+        // (HyperLogLog), and never above the connections.
+        set.users = set.users.min(set.count);
+        for sample in reply.get(2..).unwrap_or_default() {
+            if let Value::BulkString(b) = sample {
+                crate::broker::counts::parse_sample(b, &mut set.entries, limit);
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// How often this node's changed counts are reported: a burst of viewers joining
+/// costs one write per channel per period, not one per viewer.
+const COUNT_BATCH: Duration = Duration::from_millis(100);
+
+/// Reports this node's counted channels: the changed ones every `COUNT_BATCH`, all of
+/// them every third of `presence_ttl` (so they outlive nothing but a crash, and come
+/// back after a Redis restart).
+pub(super) async fn report_counts(broker: Weak<RedisBroker>) {
+    let mut last_all = Instant::now();
+    loop {
+        tokio::time::sleep(COUNT_BATCH).await;
+        let Some(b) = broker.upgrade() else { return };
+        let all = last_all.elapsed() >= (b.presence_ttl / 3).max(COUNT_BATCH);
+        if all {
+            last_all = Instant::now();
+        }
+        let reports = b.counts.reports(all);
+        if reports.is_empty() {
+            continue;
+        }
+        let ttl = b.presence_ttl.as_millis() as u64;
+        let now = RedisBroker::now_ms();
+        let cmds: Vec<redis::Cmd> = reports
+            .iter()
+            .map(|r| {
+                let mut cmd = redis::cmd("FCALL");
+                cmd.arg("switchyard_count")
+                    .arg(1)
+                    .arg(b.keys.channel(r.channel.as_str()))
+                    .arg(&b.node_id)
+                    .arg(r.count)
+                    .arg(ttl)
+                    .arg(now)
+                    .arg(if r.replace { "r" } else { "a" })
+                    .arg(&r.sample)
+                    .arg(&r.users);
+                cmd
+            })
+            .collect();
+        if let Err(e) = b.pool.run_all(cmds).await {
+            tracing::debug!(error = %e, "count report failed; rewritten in full next time");
+            b.counts.retry(&reports);
+            if e.to_string().contains("Function not found") {
+                if let Ok(mut conn) = b.conn().await {
+                    let _ = functions::load(&mut conn, &b.library).await;
+                }
+            }
+        }
+    }
 }
 
 /// Keeps this node's presence entries alive while they exist: one pipeline per

@@ -73,3 +73,67 @@ local function presence_get(keys, args)
   return out
 end
 
+
+-- Counting presence (SPEC 16.5): per node, not per viewer, under the channel's slot.
+--   <base>:pc          hash node -> its connections
+--   <base>:pcx         sorted set node -> expiry ms (a crashed node's report goes)
+--   <base>:pch:<node>  HyperLogLog of the node's users
+--   <base>:pcs:<node>  JSON array: a sample of the node's entries
+local function count_forget(base, node)
+  redis.call('HDEL', base .. ':pc', node)
+  redis.call('ZREM', base .. ':pcx', node)
+  redis.call('DEL', base .. ':pch:' .. node, base .. ':pcs:' .. node)
+end
+
+--   FCALL switchyard_count 1 <prefix>:{<channel>} <node> <count> <ttl_ms> <now_ms> <r|a> <sample> [<user>...]
+-- r: the users replace the node's; a: they are added. Count 0 removes the report.
+local function count_report(keys, args)
+  local base, node = keys[1], args[1]
+  local count, ttl, now = tonumber(args[2]) or 0, tonumber(args[3]) or 60000, tonumber(args[4]) or 0
+  if count <= 0 then
+    count_forget(base, node)
+    return 0
+  end
+  local hll = base .. ':pch:' .. node
+  if args[5] == 'r' then
+    redis.call('DEL', hll)
+  end
+  for i = 7, #args, 1000 do
+    redis.call('PFADD', hll, unpack(args, i, math.min(i + 999, #args)))
+  end
+  redis.call('HSET', base .. ':pc', node, count)
+  redis.call('ZADD', base .. ':pcx', now + ttl, node)
+  redis.call('SET', base .. ':pcs:' .. node, args[6], 'PX', ttl)
+  for _, k in ipairs({base .. ':pc', base .. ':pcx', hll}) do
+    redis.call('PEXPIRE', k, ttl)
+  end
+  return 1
+end
+
+--   FCALL switchyard_counts 1 <prefix>:{<channel>} <now_ms>
+-- returns {count, users, sample...}: the sum of the live nodes' counts, the size of
+-- the union of their users, and their samples.
+local function counts(keys, args)
+  local base, now = keys[1], tonumber(args[1]) or 0
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', base .. ':pcx', '-inf', now)) do
+    count_forget(base, node)
+  end
+  local nodes = redis.call('ZRANGE', base .. ':pcx', 0, -1)
+  local count, hlls = 0, {}
+  for _, node in ipairs(nodes) do
+    count = count + (tonumber(redis.call('HGET', base .. ':pc', node)) or 0)
+    hlls[#hlls + 1] = base .. ':pch:' .. node
+  end
+  local users = 0
+  if #hlls > 0 then
+    users = redis.call('PFCOUNT', unpack(hlls))
+  end
+  local out = {count, users}
+  for _, node in ipairs(nodes) do
+    local s = redis.call('GET', base .. ':pcs:' .. node)
+    if s then
+      out[#out + 1] = s
+    end
+  end
+  return out
+end
