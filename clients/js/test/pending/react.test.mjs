@@ -7,7 +7,7 @@ import React from 'react';
 import TestRenderer from 'react-test-renderer';
 import { useChannelState, useUnread, usePresenceCount } from '../../src/react.js';
 import { startNode, eventually } from '../../../../tests/jskit/index.mjs';
-import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted } from './setup.mjs';
+import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted } from '../realnode.mjs';
 
 globalThis.IS_REACT_ACT_ENVIRONMENT = false;
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { startNode, startRedis, eventually, next, recordingWebSocket } from '../../../../tests/jskit/index.mjs';
-import { NAMESPACES, connectAs, get } from './setup.mjs';
+import { NAMESPACES, connectAs, get } from '../realnode.mjs';
 
 /** The node's lifecycle events (SPEC 17): the entries of the Redis stream, fields decoded. */
 function events(redis) {

@@ -1,13 +1,13 @@
-// PENDING (not run by `npm test`): state channels, deltas, conflation and presence
-// counts (SPEC 16, 19) with the SDK against a real node whose config has the
-// namespaces of setup.mjs; `sub.values` must equal the node's state (GET /api/state)
-// through changes, deletes, deltas, a lost connection and conflation.
+// State channels, deltas, conflation and presence counts (SPEC 16, 19) with the SDK
+// against a real node (SWITCHYARD_BIN) configured with the namespaces of realnode.mjs;
+// `sub.values` must equal the node's state (GET /api/state) through changes, deletes,
+// deltas, a lost connection and conflation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
 import WebSocket from 'ws';
-import { startNode, startProxy, eventually, next, recordingWebSocket } from '../../../../tests/jskit/index.mjs';
-import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted, get } from './setup.mjs';
+import { startNode, startProxy, eventually, next, recordingWebSocket } from '../../../tests/jskit/index.mjs';
+import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted, get } from './realnode.mjs';
 
 const shoe = (qty, extra = {}) => ({ qty, sizes: [40, 41, 42, 43], name: 'Runner', price: { amount: 100, currency: 'EUR' }, ...extra });
 

@@ -1,7 +1,7 @@
-// What the pending integration tests share: the namespaces of SPEC 15-16 they need
-// on a real node, and the HTTP calls they make besides jskit's POSTs.
+// What the tests against a real node share: the namespaces of SPEC 15-16 they need,
+// and the HTTP calls they make besides jskit's POSTs.
 import WebSocket from 'ws';
-import { Switchyard } from '../../src/index.js';
+import { Switchyard } from '../src/index.js';
 
 /** The node configuration these tests are written for (SPEC 15-16 namespace options). */
 export const NAMESPACES = `
