@@ -176,6 +176,8 @@ fn numbered() -> SubscribeOpts {
 mod cluster_cases;
 #[path = "broker_conformance/delivery.rs"]
 mod delivery_cases;
+#[path = "broker_conformance/notify.rs"]
+mod notify_cases;
 #[path = "broker_conformance/presence.rs"]
 mod presence_cases;
 #[path = "broker_conformance/state.rs"]
@@ -183,6 +185,7 @@ mod state_cases;
 
 use cluster_cases::*;
 use delivery_cases::*;
+use notify_cases::*;
 use presence_cases::*;
 use state_cases::*;
 
@@ -219,4 +222,7 @@ conformance!(
     state_keeps_the_newest_of_each_key,
     state_needs_a_key_and_respects_max_keys,
     state_keys_expire_into_tombstones,
+    read_positions_move_forward_only_and_expire,
+    receipts_count_once_per_user,
+    fallbacks_fire_once_unless_confirmed,
 );

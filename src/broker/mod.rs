@@ -14,6 +14,7 @@
 
 pub mod counts;
 pub mod memory;
+pub mod notify;
 pub mod redis;
 
 use std::sync::Arc;
@@ -350,6 +351,9 @@ pub trait Broker: Send + Sync + 'static {
         keys: Option<&[String]>,
     ) -> Result<StateSnapshot, BrokerError>;
 
+    /// The newest offset of each channel (0 when it has none): unread counts.
+    async fn tops(&self, channels: &[ChannelName]) -> Result<Vec<u64>, BrokerError>;
+
     /// Publications after `since` (all kept when `None`), at most the newest `limit`.
     /// Reading never creates anything: a channel without history (and without
     /// subscribers) answers epoch "" and offset 0.
@@ -426,20 +430,22 @@ pub trait Cluster: Send + Sync + 'static {
     fn is_up(&self) -> bool;
 }
 
-/// One broker seen through its three faces.
+/// One broker seen through its four faces.
 #[derive(Clone)]
 pub struct Brokers {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub cluster: Arc<dyn Cluster>,
+    pub notify: Arc<dyn notify::Notify>,
 }
 
 impl Brokers {
-    pub fn of<B: Broker + Presence + Cluster>(b: Arc<B>) -> Brokers {
+    pub fn of<B: Broker + Presence + Cluster + notify::Notify>(b: Arc<B>) -> Brokers {
         Brokers {
             broker: b.clone(),
             presence: b.clone(),
-            cluster: b,
+            cluster: b.clone(),
+            notify: b,
         }
     }
 }

@@ -64,6 +64,11 @@ impl Event {
         self
     }
 
+    pub fn data(mut self, data: Value) -> Event {
+        self.data = data;
+        self
+    }
+
     pub fn conn(mut self, conn: &str) -> Event {
         self.conn_id = Some(conn.to_owned());
         self

@@ -77,6 +77,8 @@ pub struct MemoryBroker {
     pub events: Arc<Log>,
     /// Counting presence: one node, so its own counts are the answer.
     counts: super::counts::LocalCounts,
+    /// Read positions, receipts and fallbacks (SPEC 15).
+    notify: Mutex<notify::NotifyState>,
 }
 
 impl MemoryBroker {
@@ -97,6 +99,7 @@ impl MemoryBroker {
                 config.events.maxlen
             })),
             counts: super::counts::LocalCounts::local_only(),
+            notify: Mutex::default(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&broker)));
@@ -155,7 +158,9 @@ async fn sweep(broker: Weak<MemoryBroker>) {
     loop {
         tick.tick().await;
         let Some(b) = broker.upgrade() else { return };
-        b.sweep_now(Instant::now());
+        let now = Instant::now();
+        b.sweep_now(now);
+        b.notify.lock().sweep(now);
     }
 }
 
@@ -312,6 +317,20 @@ impl Broker for MemoryBroker {
         Ok(store.snapshot(h, since, keys))
     }
 
+    async fn tops(&self, channels: &[ChannelName]) -> Result<Vec<u64>, BrokerError> {
+        Ok(channels
+            .iter()
+            .map(|ch| {
+                let shard = self.shard(ch).lock();
+                shard
+                    .channels
+                    .get(ch)
+                    .and_then(|s| s.history.as_ref())
+                    .map_or(0, |h| h.top)
+            })
+            .collect())
+    }
+
     async fn history(
         &self,
         ch: &ChannelName,
@@ -399,6 +418,7 @@ impl Presence for MemoryBroker {
 
 mod cluster;
 mod history;
+mod notify;
 mod state;
 #[cfg(test)]
 mod tests;

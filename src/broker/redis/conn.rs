@@ -186,34 +186,39 @@ impl Commands {
         matches!(self, Commands::Cluster(_))
     }
 
-    /// Runs independent commands in one round trip: one pipeline on one Redis; on a
-    /// cluster (where a pipeline may not cross slots) all at once on the multiplexed
-    /// connection, which sends each to its slot's master.
+    /// Runs independent commands at once: one pipeline on a single Redis, concurrent
+    /// requests on a cluster (each routed to its slot's owner). The first error wins.
     pub(crate) async fn run_all(&self, cmds: Vec<Cmd>) -> Result<(), BrokerError> {
+        self.query_all(cmds).await.map(drop)
+    }
+
+    /// The same, answering each command's reply in order.
+    pub(crate) async fn query_all(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, BrokerError> {
         use futures_util::{stream, StreamExt};
         let classify = |e: redis::RedisError| classify(&e);
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
         match self.get().await? {
             Conn::Single(mut c) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
-                    pipe.add_command(cmd).ignore();
+                    pipe.add_command(cmd);
                 }
-                pipe.query_async::<()>(&mut c).await.map_err(classify)
+                pipe.query_async::<Vec<Value>>(&mut c)
+                    .await
+                    .map_err(classify)
             }
             Conn::Cluster(shared) => {
-                let mut results = stream::iter(cmds)
+                let results: Vec<Result<Value, redis::RedisError>> = stream::iter(cmds)
                     .map(|cmd| {
                         let mut conn = shared.clone();
                         async move { cmd.query_async::<Value>(&mut conn).await }
                     })
-                    .buffer_unordered(256);
-                let mut first_error = None;
-                while let Some(r) = results.next().await {
-                    if let (Err(e), None) = (r, &first_error) {
-                        first_error = Some(classify(e));
-                    }
-                }
-                first_error.map_or(Ok(()), Err)
+                    .buffered(256)
+                    .collect()
+                    .await;
+                results.into_iter().map(|r| r.map_err(classify)).collect()
             }
         }
     }

@@ -29,6 +29,11 @@ impl Keys {
     pub(crate) fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
+    /// A user's (or session's) read positions and their expiries (SPEC 15.1).
+    pub(crate) fn reads(&self, who: &str) -> [String; 2] {
+        let base = format!("{}:reads:{{{who}}}", self.prefix);
+        [base.clone(), format!("{base}:exp")]
+    }
     pub(crate) fn control(&self) -> String {
         format!("{}:{{__control__}}", self.prefix)
     }

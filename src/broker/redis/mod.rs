@@ -9,6 +9,7 @@ mod conn;
 mod functions;
 mod history;
 mod keys;
+mod notify;
 mod presence;
 mod pubsub;
 mod registry;
@@ -223,6 +224,30 @@ impl Broker for RedisBroker {
     ) -> Result<StateSnapshot, BrokerError> {
         let mut conn = self.conn().await?;
         state::read_state(&mut conn, &self.library, &self.keys, ch, opts, since, keys).await
+    }
+
+    async fn tops(&self, channels: &[ChannelName]) -> Result<Vec<u64>, BrokerError> {
+        let cmds = channels
+            .iter()
+            .map(|ch| {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(format!("{}:meta", self.keys.channel(ch.as_str())))
+                    .arg("top");
+                cmd
+            })
+            .collect();
+        let replies = self.pool.query_all(cmds).await?;
+        Ok(replies
+            .iter()
+            .map(|v| match v {
+                Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0),
+                Value::Int(i) => (*i).max(0) as u64,
+                _ => 0,
+            })
+            .collect())
     }
 
     async fn history(
