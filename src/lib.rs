@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod hub;
 pub mod ids;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
 pub mod node;

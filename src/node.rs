@@ -119,6 +119,7 @@ impl Node {
         tokio::spawn(janitor(Arc::downgrade(&node), rx));
         tokio::spawn(expire_state(Arc::downgrade(&node)));
         tokio::spawn(crate::viewers::run(Arc::downgrade(&node)));
+        tokio::spawn(crate::inbox::fire_loop(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -203,6 +204,19 @@ impl Node {
         let Join {
             since, id, reply, ..
         } = join;
+        // The reader's position, on channels with read state (SPEC 15.1).
+        let read_offset = match crate::inbox::who_of(conn).filter(|_| ns.read_state) {
+            Some(who) => Some(
+                self.brokers
+                    .notify
+                    .read_positions(&who, std::slice::from_ref(ch))
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(0),
+            ),
+            None => None,
+        };
         let Some(opts) = HistoryOpts::of(ns) else {
             let body = Subscribed {
                 channel: ch.to_string(),
@@ -231,7 +245,8 @@ impl Node {
                 offset: Some(page.offset),
                 epoch: Some(page.epoch.clone()),
                 recovered,
-                ..Subscribed::default()
+                read_offset,
+                unread: read_offset.map(|r| crate::inbox::unread(page.offset, r)),
             };
             let bytes = ServerMessage::Subscribed(&body).to_bytes(id);
             let newest = page

@@ -49,6 +49,8 @@ pub(super) struct PublishBody {
     #[serde(default)]
     delete: bool,
     idempotency_key: Option<String>,
+    /// `{after, data?}`: an `undelivered` event unless confirmed in time (SPEC 15.3).
+    fallback: Option<crate::inbox::FallbackBody>,
 }
 
 fn check_type(ty: &str) -> Result<(), ApiError> {
@@ -112,7 +114,11 @@ pub(super) async fn publish(
     check_type(&b.ty)?;
     let (ch, ns) = resolve(&node, &b.channel)?;
     let idem = idempotency(&node, b.idempotency_key)?;
-    let mut p = Publication::new(ch, b.ty, b.payload.unwrap_or_else(raw_null));
+    let fallback = match &b.fallback {
+        Some(f) => Some(crate::inbox::check_fallback(&ch, &ns, f).map_err(ApiError::BadRequest)?),
+        None => None,
+    };
+    let mut p = Publication::new(ch.clone(), b.ty, b.payload.unwrap_or_else(raw_null));
     p.volatile = b.volatile;
     p.to = b.to;
     p.key = b.key.map(Into::into);
@@ -120,7 +126,30 @@ pub(super) async fn publish(
         p.deleted = true;
         p.payload = raw_null();
     }
-    publish_one(&node, p, &ns, idem).await.map(Json)
+    let Some((who, after)) = fallback else {
+        return publish_one(&node, p, &ns, idem).await.map(Json);
+    };
+    if !p.storable() {
+        return Err(ApiError::BadRequest(
+            "a publication with a fallback is stored: it cannot be volatile or targeted".into(),
+        ));
+    }
+    let ty = p.event.clone();
+    let payload = p.payload.clone();
+    let answer = publish_one(&node, p, &ns, idem).await?;
+    let offset = answer["offset"].as_u64().ok_or(ApiError::Internal)?;
+    let data = crate::inbox::fallback_data(
+        &ch,
+        offset,
+        &who,
+        &ty,
+        &payload,
+        b.fallback.as_ref().and_then(|f| f.data.as_deref()),
+    );
+    // Published but not scheduled: 503, and the caller's retry with the same
+    // idempotency_key schedules it (scheduling is idempotent per offset).
+    crate::inbox::schedule(&node, &ch, offset, who, after, data).await?;
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -317,6 +346,37 @@ pub(super) async fn history(
             ch.namespace()
         ))),
     }
+}
+
+#[derive(Deserialize)]
+pub(super) struct UnreadQuery {
+    channels: Option<String>,
+}
+
+pub(super) async fn unread(
+    State(node): State<Arc<Node>>,
+    Path(user): Path<String>,
+    Query(q): Query<UnreadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let named = match q.channels {
+        Some(list) => {
+            let mut channels = Vec::new();
+            for name in list.split(',').filter(|n| !n.is_empty()) {
+                channels.push(resolve(&node, name)?.0);
+            }
+            Some(channels)
+        }
+        None => None,
+    };
+    let u = crate::inbox::unread_of(&node, &format!("u:{user}"), named)
+        .await
+        .map_err(|r| match r.code {
+            crate::protocol::ErrorCode::Unavailable => ApiError::Unavailable,
+            crate::protocol::ErrorCode::LimitExceeded => ApiError::LimitExceeded(r.message),
+            crate::protocol::ErrorCode::Internal => ApiError::Internal,
+            _ => ApiError::BadRequest(r.message),
+        })?;
+    Ok(Json(json!({ "channels": u.channels })))
 }
 
 #[derive(Deserialize)]

@@ -187,6 +187,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/presence/{channel}", get(handlers::presence))
         .route("/api/history/{channel}", get(handlers::history))
         .route("/api/state/{channel}", get(handlers::state))
+        .route("/api/unread/{user_id}", get(handlers::unread))
         .route("/api/channels", get(handlers::channels))
         .route("/api/stats", get(handlers::stats))
         .route("/api/{*rest}", axum::routing::any(not_found))

@@ -261,6 +261,16 @@ pub enum Control {
         user_id: String,
         channel: ChannelName,
     },
+    /// A read position moved (SPEC 15.1): the user's other connections subscribed to
+    /// the channel get `read`, so a badge clears on every device.
+    Read {
+        target: Target,
+        channel: ChannelName,
+        read_offset: u64,
+        unread: u64,
+        /// The connection that marked it (it got the reply).
+        except: ConnId,
+    },
 }
 
 /// What a node tells the others about itself (registry heartbeat).

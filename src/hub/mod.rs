@@ -563,6 +563,34 @@ impl Hub {
                     conn.close(CloseCode::from_code(*code), reason.clone());
                 }
             }
+            Control::Read {
+                target,
+                channel,
+                read_offset,
+                unread,
+                except,
+            } => {
+                let conns = match target {
+                    Target::User(u) => self.user_conns(u),
+                    Target::Session(s) => self.session_conns(s),
+                    Target::Conn(id) => self.get(*id).into_iter().collect(),
+                };
+                let body = crate::protocol::Read {
+                    channel: channel.to_string(),
+                    read_offset: *read_offset,
+                    unread: *unread,
+                };
+                let bytes = crate::protocol::ServerMessage::Read(&body).to_bytes(None);
+                let shard = self.shard(channel.as_str()).read();
+                let Some(entry) = shard.get(channel) else {
+                    return;
+                };
+                for conn in conns {
+                    if conn.id != *except && entry.subs.contains_key(&conn.id) {
+                        conn.outbox.push_data(bytes.clone(), None);
+                    }
+                }
+            }
             Control::Subscribe { user_id, channel } | Control::Unsubscribe { user_id, channel } => {
                 let ch = channel.clone();
                 let subscribe = matches!(c, Control::Subscribe { .. });

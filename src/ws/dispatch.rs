@@ -117,12 +117,11 @@ impl Conn {
                 since,
             } => self.on_history(id, &channel, limit, since).await,
             Command::State { channel, keys } => self.on_state(id, &channel, keys.as_deref()).await,
-            Command::MarkRead { .. } | Command::Received { .. } | Command::Unread { .. } => self
-                .error(
-                    id,
-                    ErrorCode::InvalidPayload,
-                    "not available on this channel",
-                ),
+            Command::MarkRead { channel, offset } => self.on_mark_read(id, &channel, offset).await,
+            Command::Received { channel, offsets } => {
+                self.on_received(id, &channel, &offsets).await
+            }
+            Command::Unread { channels } => self.on_unread(id, channels).await,
             Command::Publish {
                 event,
                 channel,

@@ -7,6 +7,7 @@ mod auth;
 pub mod codec;
 mod conn;
 mod dispatch;
+mod inbox;
 mod requests;
 
 use std::collections::HashMap;

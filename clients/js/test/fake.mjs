@@ -2,7 +2,7 @@
 // free port that answers `auth`, records every frame a client sends (with the time it
 // arrived), answers requests through handlers the test sets, and sends whatever
 // frames the test tells it to. The frames it sends are the ones SPEC 2, 15 and 16
-// define; the real node is exercised by test/pending/.
+// define; the real node is exercised by the *-node.test.mjs files.
 import { WebSocketServer } from 'ws';
 import { eventually } from '../../../tests/jskit/index.mjs';
 

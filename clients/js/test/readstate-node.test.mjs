@@ -1,11 +1,10 @@
-// PENDING (not run by `npm test`): read state and receipts (SPEC 15.1-15.3, 19) with
-// the SDK against a real node whose config has the namespaces of setup.mjs. Run with
-// `SWITCHYARD_BIN=... node --test test/pending/` once the node implements them.
+// Read state and receipts (SPEC 15.1-15.3, 19) with the SDK against a real node
+// (SWITCHYARD_BIN) configured with the namespaces of realnode.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startNode, startRedis, eventually, next, recordingWebSocket } from '../../../../tests/jskit/index.mjs';
-import { NAMESPACES, connectAs, get } from '../realnode.mjs';
+import { startNode, startRedis, eventually, next, recordingWebSocket } from '../../../tests/jskit/index.mjs';
+import { NAMESPACES, connectAs, get } from './realnode.mjs';
 
 /** The node's lifecycle events (SPEC 17): the entries of the Redis stream, fields decoded. */
 function events(redis) {

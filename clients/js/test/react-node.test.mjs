@@ -1,13 +1,14 @@
-// PENDING (not run by `npm test`): the React hooks of SPEC 19 with a real React
-// (react-test-renderer, in Node) against a real node whose config has the namespaces
-// of setup.mjs. (The browser test in tests/browser covers them in Chromium.)
+// The React hooks of SPEC 19 with a real React (react-test-renderer, in Node) against
+// a real node (SWITCHYARD_BIN) configured with the namespaces of realnode.mjs. (The
+// browser test in tests/browser covers them in Chromium.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
 import React from 'react';
 import TestRenderer from 'react-test-renderer';
-import { useChannelState, useUnread, usePresenceCount } from '../../src/react.js';
-import { startNode, eventually } from '../../../../tests/jskit/index.mjs';
-import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted } from '../realnode.mjs';
+import { useChannelState, useUnread, usePresenceCount } from '../src/react.js';
+import { startNode, eventually } from '../../../tests/jskit/index.mjs';
+import { NAMESPACES, connectAs, setKey, deleteKey, serverValues, sorted } from './realnode.mjs';
 
 globalThis.IS_REACT_ACT_ENVIRONMENT = false;
 
@@ -36,7 +37,7 @@ test('useChannelState, useUnread and usePresenceCount follow a real node', async
   await setKey(node, 'stock:r', 'sku2', { qty: 8 });
   await deleteKey(node, 'stock:r', 'sku2');
   await setKey(node, 'stock:r', 'sku3', { qty: 1 });
-  await eventually('the changes rendered', async () => JSON.stringify(sorted(seen.values)) === JSON.stringify(await serverValues(node, 'stock:r')));
+  await eventually('the changes rendered', async () => isDeepStrictEqual(sorted(seen.values), await serverValues(node, 'stock:r')));
   assert.notEqual(seen.values, rendered, 'a new Map object');
 
   await node.publish('inbox:r1', 'message', { i: 2 });
