@@ -376,13 +376,17 @@ mod tests {
             Ok(("u:42".into(), Duration::from_secs(30)))
         );
         let session = ChannelName::parse("session:abc").expect("valid");
-        assert_eq!(check_fallback(&session, &ns, &body("1s")).map(|r| r.0), Ok("s:abc".into()));
+        assert_eq!(
+            check_fallback(&session, &ns, &body("1s")).map(|r| r.0),
+            Ok("s:abc".into())
+        );
         for bad in ["500ms", "8d", "soon"] {
             assert!(check_fallback(&user, &ns, &body(bad)).is_err(), "{bad}");
         }
         ns.subscribe = vec![crate::channel::Rule::Any];
-        assert!(check_fallback(&user, &ns, &body("30s"))
-            .is_err_and(|m| m.contains("owner namespace")));
+        assert!(
+            check_fallback(&user, &ns, &body("30s")).is_err_and(|m| m.contains("owner namespace"))
+        );
         ns.subscribe = vec![crate::channel::Rule::Owner];
         ns.receipts = false;
         assert!(check_fallback(&user, &ns, &body("30s")).is_err_and(|m| m.contains("receipts")));

@@ -93,3 +93,65 @@ async fn conversation_room_messages_typing_and_unread_counts() {
     let l = alice.until("leave").await;
     assert_eq!(l["payload"]["user_id"], "bob");
 }
+
+/// Seed 001's navbar badge (`useRealtimeNotifications().unreadCount`): one `unread`
+/// call answers every conversation with a read position, without subscribing to any
+/// of them, and it agrees with what the other device marked read.
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_001_navbar_badge_from_one_unread_call() {
+    let node = TestNode::start_with(
+        "",
+        "[namespaces.chat]\nread_state = true\nhistory_size = 100\nhistory_ttl = \"7d\"",
+    )
+    .await;
+    // The backend lets Alice into her conversations (the `allow` claim); she read
+    // conv_1 and conv_2 up to some point on her laptop.
+    let alice = token_with("alice", |c| c.allow = vec!["chat:*".into()]);
+    let connect = || async {
+        let mut c = Client::connect(&node.ws_url(&format!("/ws?token={alice}"))).await;
+        c.expect("auth_success").await;
+        c
+    };
+    let mut laptop = connect().await;
+    for conv in ["conv_1", "conv_2", "conv_3"] {
+        for i in 0..3 {
+            node.publish(&format!("chat:{conv}"), "message", json!({"i": i}))
+                .await;
+        }
+    }
+    for (conv, upto) in [("conv_1", 3), ("conv_2", 1)] {
+        let r = laptop
+            .request(
+                json!({"type": "mark_read", "payload": {"channel": format!("chat:{conv}"), "offset": upto}}),
+                conv,
+            )
+            .await;
+        assert_eq!(r["type"], "read", "{r}");
+    }
+    node.publish("chat:conv_1", "message", json!({"i": 3}))
+        .await;
+    // The phone's navbar: one call, no subscription.
+    let mut phone = connect().await;
+    let u = phone.request(json!({"type": "unread"}), "badge").await;
+    assert_eq!(
+        u["payload"]["channels"],
+        json!([
+            {"channel": "chat:conv_1", "offset": 4, "read_offset": 3, "unread": 1},
+            {"channel": "chat:conv_2", "offset": 3, "read_offset": 1, "unread": 2}
+        ]),
+        "conversations with a read position; conv_3 was never opened"
+    );
+    let badge: u64 = u["payload"]["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter_map(|c| c["unread"].as_u64())
+        .sum();
+    assert_eq!(badge, 3);
+    let (_, subs) = api_get(&node, "/api/channels?prefix=chat:").await;
+    assert_eq!(
+        subs["channels"],
+        json!([]),
+        "nothing subscribed for the badge"
+    );
+}

@@ -38,6 +38,59 @@ impl Deployment {
     }
 }
 
+impl Deployment {
+    /// The events stream (`<prefix>:events`, SPEC 17), oldest first, each entry's
+    /// fields; `None` on the memory broker.
+    pub async fn events(&self) -> Option<Vec<std::collections::HashMap<String, String>>> {
+        let mut cmd = ::redis::cmd("XRANGE");
+        cmd.arg("switchyard:events").arg("-").arg("+");
+        let reply: ::redis::Value = match (&self.redis, &self.cluster) {
+            (Some(r), _) => {
+                let client = ::redis::Client::open(r.url()).expect("redis url");
+                let mut c = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect");
+                cmd.query_async(&mut c).await.expect("XRANGE")
+            }
+            (_, Some(cl)) => {
+                let client = ::redis::cluster::ClusterClient::new(vec![cl.url()]).expect("cluster");
+                let mut c = client.get_async_connection().await.expect("connect");
+                cmd.query_async(&mut c).await.expect("XRANGE")
+            }
+            _ => return None,
+        };
+        Some(stream_entries(reply))
+    }
+}
+
+/// The fields of each entry of an XRANGE reply.
+fn stream_entries(reply: ::redis::Value) -> Vec<std::collections::HashMap<String, String>> {
+    use ::redis::Value;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    };
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(parts) => match parts.get(1) {
+                Some(Value::Array(kv)) => Some(
+                    kv.chunks(2)
+                        .filter_map(|p| Some((text(p.first()?), text(p.get(1)?))))
+                        .collect(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 impl Backend {
     /// `count` nodes (the memory broker has one) with the TOML `tables` added.
     pub async fn start(self, count: usize, tables: &str) -> Deployment {

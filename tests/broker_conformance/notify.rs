@@ -45,7 +45,9 @@ pub(crate) async fn read_positions_move_forward_only_and_expire(kind: Kind) {
         [5, 0]
     );
     assert_eq!(
-        n.read_positions("u:2", &[a.clone()]).await.expect("read"),
+        n.read_positions("u:2", std::slice::from_ref(&a))
+            .await
+            .expect("read"),
         [0],
         "per user"
     );
@@ -75,7 +77,10 @@ pub(crate) async fn read_positions_move_forward_only_and_expire(kind: Kind) {
         .await
         .expect("mark");
     eventually("a position to expire", || async {
-        let p = n.read_positions("s:x", &[a.clone()]).await.ok()?;
+        let p = n
+            .read_positions("s:x", std::slice::from_ref(&a))
+            .await
+            .ok()?;
         (p == [0]).then_some(())
     })
     .await;
