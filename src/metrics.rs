@@ -127,6 +127,13 @@ impl Metrics {
             .clone()
     }
 
+    /// One lifecycle event appended (SPEC 17), by kind.
+    pub fn event(&self, kind: crate::config::EventKind, n: u64) {
+        if n > 0 {
+            self.counter(EVENTS, "event", kind.as_str()).increment(n);
+        }
+    }
+
     pub fn api_request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
         let key = Key::from_parts(
             API_REQUESTS,

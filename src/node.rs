@@ -89,7 +89,7 @@ impl Node {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let sink: Arc<dyn Sink> = hub.clone();
         let brokers = match config.broker {
-            BrokerKind::Memory => Brokers::of(MemoryBroker::new(&config, sink)),
+            BrokerKind::Memory => Brokers::of(MemoryBroker::new(&config, sink, metrics.clone())),
             BrokerKind::Redis => Brokers::of(
                 RedisBroker::start(&config, sink, metrics.clone()).map_err(|e| {
                     ConfigError::Key {

@@ -125,7 +125,7 @@ async fn another(kind: Kind, server: Arc<Server>, url: Option<String>, node: &st
     let config = config(node, &extra);
     let sink = Arc::new(Recorder::default());
     let b = match kind {
-        Kind::Memory => Brokers::of(MemoryBroker::new(&config, sink.clone())),
+        Kind::Memory => Brokers::of(MemoryBroker::new(&config, sink.clone(), Default::default())),
         Kind::Redis | Kind::Cluster => Brokers::of(
             RedisBroker::start(&config, sink.clone(), Arc::new(Metrics::new())).expect("broker"),
         ),

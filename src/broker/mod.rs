@@ -433,6 +433,35 @@ pub trait Cluster: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<(String, crate::events::Event)>, BrokerError>;
 
+    /// Appends an event the node decided (SPEC 17: `connect`, `disconnect`,
+    /// `subscribe`, `unsubscribe`); the broker's own transitions append theirs.
+    async fn emit(&self, event: crate::events::Event) -> Result<(), BrokerError>;
+
+    /// Webhook delivery (SPEC 17): the next events for consumer group `group` (one
+    /// per webhook): first those a dead consumer left unacknowledged, then new ones,
+    /// at most `max`, oldest first, with their ids.
+    async fn consume_events(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<(String, crate::events::Event)>, BrokerError>;
+
+    /// Acknowledges delivered (or dead-lettered) events of `group`.
+    async fn ack_events(&self, group: &str, ids: &[String]) -> Result<(), BrokerError>;
+
+    /// Moves events a webhook gave up on to `<prefix>:events:dead`.
+    async fn dead_letter(
+        &self,
+        events: &[crate::events::Event],
+        webhook: &str,
+        error: &str,
+    ) -> Result<(), BrokerError>;
+
+    /// Takes or keeps the lease `name` for `holder` for `ttl`: one node at a time
+    /// delivers a webhook's events, which keeps them in order. True when held.
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError>;
+
     /// Removes this node from the registry (clean shutdown).
     async fn deregister(&self);
 

@@ -144,6 +144,69 @@ impl Cluster for MemoryBroker {
             .collect())
     }
 
+    async fn emit(&self, event: Event) -> Result<(), BrokerError> {
+        self.metrics.event(event.event, 1);
+        self.events.append(event);
+        Ok(())
+    }
+
+    async fn consume_events(
+        &self,
+        group: &str,
+        _consumer: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Event)>, BrokerError> {
+        let after = *self.groups.lock().entry(group.to_owned()).or_default();
+        let got = self.events.read(after, max);
+        if let Some((first, _)) = got.first() {
+            if *first > after + 1 {
+                tracing::warn!(
+                    group,
+                    lost = first - after - 1,
+                    "events were dropped (events.maxlen) before the webhook delivered them"
+                );
+            }
+        }
+        Ok(got
+            .into_iter()
+            .map(|(seq, e)| (seq.to_string(), e))
+            .collect())
+    }
+
+    async fn ack_events(&self, group: &str, ids: &[String]) -> Result<(), BrokerError> {
+        let newest = ids.iter().filter_map(|i| i.parse::<u64>().ok()).max();
+        if let Some(n) = newest {
+            let mut groups = self.groups.lock();
+            let cursor = groups.entry(group.to_owned()).or_default();
+            *cursor = (*cursor).max(n);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        events: &[Event],
+        webhook: &str,
+        error: &str,
+    ) -> Result<(), BrokerError> {
+        for e in events {
+            let mut dead = e.clone();
+            dead.data = serde_json::json!({ "event": e.data, "webhook": webhook, "error": error });
+            self.dead.append(dead);
+        }
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, BrokerError> {
+        // One node: it always holds.
+        Ok(true)
+    }
+
     async fn deregister(&self) {}
 
     fn is_up(&self) -> bool {

@@ -75,6 +75,11 @@ pub struct MemoryBroker {
     emit: EventsConfig,
     /// The events this broker emitted, for webhooks.
     pub events: Arc<Log>,
+    /// Events a webhook gave up on (`<prefix>:events:dead` in Redis).
+    pub dead: Log,
+    /// Webhook consumer groups: the newest event each acknowledged.
+    groups: Mutex<HashMap<String, u64>>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Counting presence: one node, so its own counts are the answer.
     counts: super::counts::LocalCounts,
     /// Read positions, receipts and fallbacks (SPEC 15).
@@ -82,7 +87,11 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    pub fn new(config: &Config, sink: Arc<dyn Sink>) -> Arc<MemoryBroker> {
+    pub fn new(
+        config: &Config,
+        sink: Arc<dyn Sink>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<MemoryBroker> {
         let broker = Arc::new(MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
@@ -99,6 +108,9 @@ impl MemoryBroker {
                 config.events.maxlen
             })),
             counts: super::counts::LocalCounts::local_only(),
+            dead: Log::new(config.events.maxlen),
+            metrics,
+            groups: Mutex::default(),
             notify: Mutex::default(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -109,6 +121,7 @@ impl MemoryBroker {
 
     fn emit(&self, kind: EventKind, e: impl FnOnce(Event) -> Event) {
         if self.emit.emits(kind) {
+            self.metrics.event(kind, 1);
             self.events
                 .append(e(Event::new(kind, &self.node_id, serde_json::json!({}))));
         }

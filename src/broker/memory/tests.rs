@@ -29,7 +29,7 @@ impl Sink for Nowhere {
 #[tokio::test]
 async fn expired_history_of_untouched_channels_is_freed() {
     let config = Config::from_toml("auth.jwt_secret = 's'").expect("config");
-    let b = MemoryBroker::new(&config, Arc::new(Nowhere));
+    let b = MemoryBroker::new(&config, Arc::new(Nowhere), Default::default());
     let opts = HistoryOpts {
         size: 10,
         ttl: Duration::from_secs(60),

@@ -6,6 +6,7 @@
 //! commands in [`registry`], the subscription path in [`pubsub`].
 
 mod conn;
+mod events;
 mod functions;
 mod history;
 mod keys;
@@ -59,6 +60,9 @@ pub struct RedisBroker {
     local_presence: Mutex<LocalPresence>,
     /// Viewers of counted channels on this node, reported in batches.
     counts: super::counts::LocalCounts,
+    /// Webhook consumer groups known to exist.
+    groups: Mutex<std::collections::HashSet<String>>,
+    metrics: Arc<Metrics>,
     sink: Arc<dyn Sink>,
     subs: pubsub::Handle,
     up: Arc<AtomicBool>,
@@ -87,7 +91,7 @@ impl RedisBroker {
             library: library.clone(),
             node_id: config.node_id.clone(),
             sink: sink.clone(),
-            metrics,
+            metrics: metrics.clone(),
             up: up.clone(),
         });
         let broker = Arc::new(RedisBroker {
@@ -102,6 +106,8 @@ impl RedisBroker {
                 .map_err(|e| BrokerError::Internal(e.to_string()))?,
             local_presence: Mutex::new(HashMap::new()),
             counts: Default::default(),
+            groups: Mutex::default(),
+            metrics,
             sink,
             subs,
             up,

@@ -44,6 +44,12 @@ impl RedisBroker {
         }
     }
 
+    fn count_events(&self, kind: EventKind, n: u64) {
+        if self.events.emits(kind) {
+            self.metrics.event(kind, n);
+        }
+    }
+
     async fn reads(
         &self,
         who: &str,
@@ -145,6 +151,7 @@ impl Notify for RedisBroker {
             .arg(self.emit_flag(EventKind::Read))
             .arg(position);
         let confirmed: u64 = functions::call(&mut c, &self.library, &cmd).await?;
+        self.count_events(EventKind::Read, 1);
         Ok(ReadMoved {
             position,
             moved: true,
@@ -169,9 +176,11 @@ impl Notify for RedisBroker {
             .arg(r.offsets);
         let mut conn = self.conn().await?;
         let reply: Vec<Value> = functions::call(&mut conn, &self.library, &cmd).await?;
+        let new: Vec<u64> = reply.iter().skip(1).map(|v| int(Some(v))).collect();
+        self.count_events(EventKind::Received, new.len() as u64);
         Ok(Received {
             confirmed: int(reply.first()) as usize,
-            new: reply.iter().skip(1).map(|v| int(Some(v))).collect(),
+            new,
         })
     }
 
@@ -204,6 +213,7 @@ impl Notify for RedisBroker {
             .arg(self.emit_flag(EventKind::Undelivered));
         let mut conn = self.conn().await?;
         let fired: u64 = functions::call(&mut conn, &self.library, &cmd).await?;
+        self.count_events(EventKind::Undelivered, fired);
         Ok(fired as usize)
     }
 }

@@ -59,14 +59,17 @@ impl RedisBroker {
         online: bool,
         conn_id: &str,
     ) -> Result<(), BrokerError> {
-        if !self.pool.is_cluster() {
-            return Ok(());
-        }
         let kind = if online {
             EventKind::UserOnline
         } else {
             EventKind::UserOffline
         };
+        if self.events.emits(kind) {
+            self.metrics.event(kind, 1);
+        }
+        if !self.pool.is_cluster() {
+            return Ok(());
+        }
         let (user_id, session_id) = ids_of(who);
         let mut membership = redis::cmd(if online { "SADD" } else { "SREM" });
         membership.arg(self.keys.online()).arg(who);
@@ -422,6 +425,41 @@ impl Cluster for RedisBroker {
         Ok(super::wire::decode_events(entries))
     }
 
+    async fn emit(&self, event: crate::events::Event) -> Result<(), BrokerError> {
+        self.emit_event(&event).await
+    }
+
+    async fn consume_events(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<(String, crate::events::Event)>, BrokerError> {
+        self.consume(group, consumer, max).await
+    }
+
+    async fn ack_events(&self, group: &str, ids: &[String]) -> Result<(), BrokerError> {
+        self.ack(group, ids).await
+    }
+
+    async fn dead_letter(
+        &self,
+        events: &[crate::events::Event],
+        webhook: &str,
+        error: &str,
+    ) -> Result<(), BrokerError> {
+        self.dead(events, webhook, error).await
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, BrokerError> {
+        self.hold_lease(name, holder, ttl).await
+    }
+
     async fn deregister(&self) {
         if let Ok(mut conn) = self.conn().await {
             let _ = redis::cmd("DEL")
@@ -464,6 +502,9 @@ impl RedisBroker {
         ch: &str,
         node: &str,
     ) -> Result<(), BrokerError> {
+        if self.events.emits(kind) {
+            self.metrics.event(kind, 1);
+        }
         if !self.pool.is_cluster() || !self.events.emits(kind) {
             return Ok(());
         }

@@ -195,3 +195,14 @@ local function fire(keys, args)
   end
   return #due
 end
+
+--   FCALL switchyard_lease 1 {<prefix>:events}:lease:<name> <holder> <ttl_ms>
+-- Takes the lease, or keeps it for its holder; returns 1 when held.
+local function lease(keys, args)
+  local current = redis.call('GET', keys[1])
+  if current == false or current == args[1] then
+    redis.call('SET', keys[1], args[1], 'PX', tonumber(args[2]) or 10000)
+    return 1
+  end
+  return 0
+end
