@@ -166,6 +166,42 @@ async fn development_mode_prints_a_working_token_and_curl() {
         .expect("publish");
     assert_eq!(r.status(), 200);
     assert_eq!(c.until("hello").await["payload"]["text"], "hi");
+    // The demo's inventory table: a state channel with deltas, development mode only.
+    for body in [
+        json!({"channel": "inventory:demo", "type": "sku", "key": "SKU-01", "payload": {"stock": 9, "price": 120}}),
+        json!({"channel": "inventory:demo", "type": "sku", "key": "SKU-01", "payload": {"stock": 8, "price": 120}}),
+    ] {
+        let r = http_client()
+            .post(format!("http://127.0.0.1:{port}/api/publish"))
+            .header("X-API-Key", &key)
+            .json(&body)
+            .send()
+            .await
+            .expect("keyed publish");
+        assert_eq!(r.status(), 200, "{body}");
+    }
+    c.send(json!({"type": "subscribe", "id": "inv", "payload": {"channel": "inventory:demo"}}))
+        .await;
+    let snapshot = c.until("snapshot").await;
+    assert_eq!(snapshot["payload"]["entries"][0]["key"], "SKU-01");
+    assert_eq!(snapshot["payload"]["entries"][0]["payload"]["stock"], 8);
+    // The first change after the snapshot goes whole (its base was not sent live);
+    // the next is a merge patch against it.
+    let mut changes = Vec::new();
+    for stock in [7, 6] {
+        let r = http_client()
+            .post(format!("http://127.0.0.1:{port}/api/publish"))
+            .header("X-API-Key", &key)
+            .json(&json!({"channel": "inventory:demo", "type": "sku", "key": "SKU-01", "payload": {"stock": stock, "price": 120}}))
+            .send()
+            .await
+            .expect("keyed publish");
+        assert_eq!(r.status(), 200);
+        changes.push(c.until("sku").await);
+    }
+    assert_eq!(changes[0]["payload"], json!({"stock": 7, "price": 120}));
+    assert_eq!(changes[1]["delta"], true, "deltas are on: {}", changes[1]);
+    assert_eq!(changes[1]["payload"], json!({"stock": 6}));
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -225,6 +261,15 @@ async fn a_node_configured_by_environment_alone_is_a_production_node() {
         .await
         .expect("stats");
     assert_eq!(r.status(), 200);
+    // The demo's state namespace is not there: the channel is refused.
+    let r = http_client()
+        .post(format!("{base}/api/publish"))
+        .header("X-API-Key", "env-only-key")
+        .json(&json!({"channel": "inventory:demo", "type": "sku", "key": "SKU-01", "payload": {"stock": 1}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 400, "no inventory namespace in production");
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&out.stdout);

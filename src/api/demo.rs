@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{unix_now, MintClaims};
+use crate::config::DEMO_STATE_NAMESPACE;
 use crate::node::Node;
 
 const PAGE: &str = include_str!("../../examples/demo/index.html");
@@ -44,6 +45,8 @@ const SDK: &[(&str, &str)] = &[
 ];
 /// The demo's order, granted to every demo user with a subscription token.
 const ORDER: &str = "order:demo-1001";
+/// The live stream whose audience the viewers badge counts (`stream` counts presence).
+const STREAM: &str = "stream:demo";
 
 pub(super) fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -87,7 +90,6 @@ async fn session(State(node): State<Arc<Node>>, Query(q): Query<SessionQuery>) -
     let token = node.auth.mint(&MintClaims {
         sub: user.clone(),
         exp,
-        channels: vec!["public:inventory".into()],
         allow: vec!["chat:lobby".into()],
         info: Some(json!({ "name": user })),
         ..MintClaims::default()
@@ -104,10 +106,37 @@ async fn session(State(node): State<Arc<Node>>, Query(q): Query<SessionQuery>) -
             "token": token,
             "order_token": order_token,
             "order_channel": ORDER,
+            "inventory_channel": format!("{DEMO_STATE_NAMESPACE}:demo"),
+            "stream_channel": STREAM,
             // Development mode only: the page shows working curl commands.
             "api_key": node.config.api.key,
         }))
         .into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SDK;
+
+    /// The page imports `index.js`; every module it reaches must be served too, or
+    /// the demo breaks only in a browser.
+    #[test]
+    fn every_sdk_module_the_page_imports_is_served() {
+        for (name, text) in SDK {
+            for line in text.lines() {
+                let Some(rest) = line.split(" from './").nth(1) else {
+                    continue;
+                };
+                let Some(target) = rest.split('\'').next() else {
+                    continue;
+                };
+                assert!(
+                    SDK.iter().any(|(served, _)| *served == target),
+                    "{name} imports {target}, which /demo/sdk/ does not serve"
+                );
+            }
+        }
     }
 }

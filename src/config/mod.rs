@@ -175,6 +175,40 @@ pub struct RouteConfig {
     pub subscribe: Vec<String>,
 }
 
+/// The demo's state namespace (`/demo`'s live inventory table), defined only in
+/// development mode.
+pub const DEMO_STATE_NAMESPACE: &str = "inventory";
+
+/// What development mode adds under whatever the environment set (which wins):
+/// generated secrets, known only to this process, and the namespace the demo's
+/// inventory table needs. A production node never gets a namespace it was not
+/// configured with, so the demo's lives here and not among the built-ins.
+fn development_defaults(table: &mut toml::Table) {
+    let secret = || toml::Value::String(crate::ids::random_hex(24));
+    fill(table, &["auth"], "jwt_secret", secret());
+    fill(table, &["api"], "key", secret());
+    let ns = ["namespaces", DEMO_STATE_NAMESPACE];
+    fill(table, &ns, "subscribe", toml::Value::String("any".into()));
+    fill(table, &ns, "state", toml::Value::Boolean(true));
+    fill(table, &ns, "delta", toml::Value::Boolean(true));
+}
+
+/// Sets `key` in the table at `path` unless it is there already. A non-table in
+/// the way is left alone: deserializing it then names the key at fault.
+fn fill(table: &mut toml::Table, path: &[&str], key: &str, value: toml::Value) {
+    let mut t = table;
+    for name in path {
+        let entry = t
+            .entry((*name).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(inner) = entry else {
+            return;
+        };
+        t = inner;
+    }
+    t.entry(key.to_owned()).or_insert(value);
+}
+
 impl Config {
     /// Loads the file (if any), applies the environment, validates. Returns the config
     /// and the unknown `SWITCHYARD_*` variables to warn about once logging is up.
@@ -203,18 +237,7 @@ impl Config {
         let dev_mode = path.is_none() && !secrets_in_env(&vars);
         let unknown = apply_env_overrides(&mut table, vars);
         if dev_mode {
-            // Development mode: generated secrets, known only to this process.
-            let fill = |table: &mut toml::Table, section: &str, key: &str| {
-                let t = table
-                    .entry(section.to_owned())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                if let toml::Value::Table(t) = t {
-                    t.entry(key.to_owned())
-                        .or_insert_with(|| toml::Value::String(crate::ids::random_hex(24)));
-                }
-            };
-            fill(&mut table, "auth", "jwt_secret");
-            fill(&mut table, "api", "key");
+            development_defaults(&mut table);
         }
         let mut config = Self::from_table_with(table, dev_mode)?;
         config.dev_mode = dev_mode;
@@ -409,6 +432,36 @@ mod tests {
         let e = Config::from_toml("auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"ftp://x\"\n")
             .expect_err("bad url");
         assert!(e.to_string().contains("webhooks[0].url"), "{e}");
+    }
+
+    #[test]
+    fn only_development_mode_has_the_demo_state_namespace() {
+        let (dev, _) = Config::load_with_env(None, Vec::new()).expect("dev config");
+        assert!(dev.dev_mode);
+        let ns = dev
+            .namespaces
+            .get(DEMO_STATE_NAMESPACE)
+            .expect("the demo's namespace");
+        assert_eq!(
+            ns.subscribe.as_ref().map(OneOrMany::items),
+            Some(vec!["any"])
+        );
+        assert_eq!((ns.state, ns.delta), (Some(true), Some(true)));
+        // The environment still decides what it names.
+        let (dev, _) = Config::load_with_env(
+            None,
+            [(
+                "SWITCHYARD_NAMESPACES__INVENTORY__DELTA".into(),
+                "false".into(),
+            )],
+        )
+        .expect("dev config");
+        assert_eq!(dev.namespaces[DEMO_STATE_NAMESPACE].delta, Some(false));
+        let (prod, _) =
+            Config::load_with_env(None, [("SWITCHYARD_AUTH__JWT_SECRET".into(), "s".into())])
+                .expect("production config");
+        assert!(!prod.dev_mode);
+        assert!(prod.namespaces.is_empty(), "{:?}", prod.namespaces);
     }
 
     #[test]
