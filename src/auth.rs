@@ -46,6 +46,9 @@ pub enum AuthError {
     /// that carries a `channel` claim.
     #[error("token not valid for this use")]
     WrongUse,
+    /// Issued before a revocation of its user (`/api/revoke`).
+    #[error("token revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -58,6 +61,7 @@ impl AuthError {
             AuthError::Invalid => "invalid",
             AuthError::MissingExp => "missing_exp",
             AuthError::MissingSubject => "missing_sub",
+            AuthError::Revoked => "revoked",
             AuthError::WrongUse => "wrong_use",
         }
     }
@@ -84,6 +88,7 @@ struct RawClaims {
     #[serde(default, deserialize_with = "string_or_number")]
     user_id: Option<String>,
     exp: Option<u64>,
+    iat: Option<u64>,
     #[serde(default, deserialize_with = "string_or_number")]
     tenant_id: Option<String>,
     #[serde(default)]
@@ -107,6 +112,8 @@ pub struct ConnClaims {
     pub allow: Vec<String>,
     /// Expiry as seconds since the Unix epoch.
     pub exp: u64,
+    /// Issue time, when the token says (revocations refuse tokens without one).
+    pub iat: Option<u64>,
 }
 
 impl ConnClaims {
@@ -123,7 +130,7 @@ impl ConnClaims {
 }
 
 /// Claims of a token minted by `switchyard token`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct MintClaims {
     pub sub: String,
     pub exp: u64,
@@ -139,6 +146,9 @@ pub struct MintClaims {
     pub allow: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,
+    /// Issue time; `mint` sets it to now when absent (revocations compare with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -279,6 +289,7 @@ impl Auth {
             channels: c.channels,
             allow: c.allow,
             exp: c.exp.ok_or(AuthError::MissingExp)?,
+            iat: c.iat,
         })
     }
 
@@ -305,7 +316,12 @@ impl Auth {
         let (_, enc) = self.secret.as_ref().ok_or(
             "minting needs auth.jwt_secret (set it in --config or SWITCHYARD_AUTH__JWT_SECRET)",
         )?;
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, enc).map_err(|e| e.to_string())
+        let claims = MintClaims {
+            iat: claims.iat.or(Some(unix_now())),
+            ..claims.clone()
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc)
+            .map_err(|e| e.to_string())
     }
 
     fn resume_sig(&self, body: &str) -> String {

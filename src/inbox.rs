@@ -285,12 +285,13 @@ pub fn fallback_data(
     payload: &RawValue,
     data: Option<&RawValue>,
 ) -> Box<RawValue> {
+    // The SPEC's fields: `user_id` is the channel's owner (a session id on
+    // `session:`; the event's own `session_id` field says which it is).
     let (user, session) = crate::broker::notify::ids_of(who);
     let v = serde_json::json!({
         "channel": ch.as_str(),
         "offset": offset,
-        "user_id": user,
-        "session_id": session,
+        "user_id": user.or(session),
         "type": ty,
         "payload": payload,
         "data": data,

@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod viewers;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;

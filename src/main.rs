@@ -83,6 +83,7 @@ fn main() {
                 channels: subscribe,
                 allow: Vec::new(),
                 info: None,
+                iat: None,
             };
             println!("{}", auth.mint(&claims).unwrap_or_else(|e| fail(e)));
         }

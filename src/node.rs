@@ -70,6 +70,7 @@ pub struct Node {
     pub started: Instant,
     draining: AtomicBool,
     chores: mpsc::UnboundedSender<Chore>,
+    events: mpsc::UnboundedSender<crate::events::Event>,
     // A sync mutex around a small map of per-channel slots, taken without awaiting;
     // each slot's own async mutex is held across the read, so callers that arrive
     // together wait for one read instead of each making one.
@@ -103,6 +104,7 @@ impl Node {
             .broker_up
             .set(if brokers.cluster.is_up() { 1.0 } else { 0.0 });
         let (chores, rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
             config,
             namespaces,
@@ -113,13 +115,17 @@ impl Node {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             chores,
+            events,
             presence_cache: Mutex::new(HashMap::new()),
             viewers: Default::default(),
         });
         tokio::spawn(janitor(Arc::downgrade(&node), rx));
+        tokio::spawn(emitter(Arc::downgrade(&node), events_rx));
         tokio::spawn(expire_state(Arc::downgrade(&node)));
         tokio::spawn(crate::viewers::run(Arc::downgrade(&node)));
         tokio::spawn(crate::inbox::fire_loop(Arc::downgrade(&node)));
+        crate::webhooks::spawn(&node);
+        tokio::spawn(reload_revocations(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -139,9 +145,60 @@ impl Node {
         !self.is_draining() && self.brokers.cluster.is_up()
     }
 
+    /// Verifies a connection token, and refuses one its user's revocation covers.
+    pub fn verify_connection(
+        &self,
+        token: &str,
+    ) -> Result<crate::auth::ConnClaims, crate::auth::AuthError> {
+        let claims = self.auth.verify_connection(token)?;
+        let now = crate::auth::unix_now();
+        if !self.hub.revoked.allows(&claims.user_id, claims.iat, now) {
+            return Err(crate::auth::AuthError::Revoked);
+        }
+        Ok(claims)
+    }
+
     /// Queues broker work for the janitor.
     pub fn chore(&self, c: Chore) {
         let _ = self.chores.send(c);
+    }
+
+    /// Appends `connect`, `disconnect`, `subscribe` or `unsubscribe` (SPEC 17) when
+    /// `[events] emit` names it, off the caller's path (`emitter` writes them, in order).
+    pub fn emit(
+        &self,
+        kind: crate::config::EventKind,
+        conn: ConnId,
+        who: Option<&str>,
+        channel: Option<&ChannelName>,
+        code: Option<u16>,
+    ) {
+        if !self.config.events.emits(kind) {
+            return;
+        }
+        let (user_id, session_id) = who.map_or((None, None), crate::broker::notify::ids_of);
+        let mut data = serde_json::json!({ "conn_id": conn.to_string() });
+        let fields = [
+            ("user_id", user_id.map(str::to_owned)),
+            ("session_id", session_id.map(str::to_owned)),
+            ("channel", channel.map(ChannelName::to_string)),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                data[k] = serde_json::json!(v);
+            }
+        }
+        if let Some(c) = code {
+            data["code"] = serde_json::json!(c);
+        }
+        let mut e = crate::events::Event::new(kind, self.node_id(), data).conn(&conn.to_string());
+        if let Some(w) = who {
+            e = e.who(w);
+        }
+        if let Some(ch) = channel {
+            e = e.channel(ch.as_str());
+        }
+        let _ = self.events.send(e);
     }
 
     /// Subscribes `conn` to `ch` and queues `subscribed` (with `id`) and, when `since`
@@ -594,6 +651,50 @@ async fn expire_state(node: std::sync::Weak<Node>) {
                 tracing::debug!(channel = %ch, error = %e, "state expiry check failed");
             }
         }
+    }
+}
+
+/// Loads the revocations in force at start and every half minute, so a node that
+/// missed a `/api/revoke` command (down or cut off then) refuses those tokens too.
+async fn reload_revocations(node: std::sync::Weak<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        match node.brokers.cluster.revocations().await {
+            Ok(all) => {
+                for (user, before, until) in all {
+                    node.hub.revoked.revoke(&user, before, until);
+                }
+                node.hub.revoked.prune(crate::auth::unix_now());
+            }
+            Err(e) => tracing::debug!(error = %e, "revocations not reloaded"),
+        }
+    }
+}
+
+/// Writes the node's events in the order they happened, in batches; a batch that
+/// fails (the broker is away) is tried again until it is written.
+async fn emitter(
+    node: std::sync::Weak<Node>,
+    mut rx: mpsc::UnboundedReceiver<crate::events::Event>,
+) {
+    const BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        loop {
+            let Some(node) = node.upgrade() else { return };
+            match node.brokers.cluster.emit(batch.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, events = batch.len(), "events not written; retrying");
+                    drop(node);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        batch.clear();
     }
 }
 

@@ -215,6 +215,45 @@ pub(super) async fn broadcast(
 }
 
 #[derive(Deserialize)]
+pub(super) struct RevokeBody {
+    user_id: String,
+    before: Option<u64>,
+}
+
+/// `POST /api/revoke` (SPEC 6): refuses the user's tokens issued before `before`
+/// (default now) for `auth.revocation_ttl`, on every node, and closes its
+/// connections on such tokens with 4003.
+pub(super) async fn revoke(
+    State(node): State<Arc<Node>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let b: RevokeBody = read_json(&node, body, node.config.limits.max_message_size).await?;
+    if b.user_id.is_empty() {
+        return Err(ApiError::BadRequest("user_id must not be empty".into()));
+    }
+    let now = crate::auth::unix_now();
+    let before = b.before.unwrap_or(now);
+    if before > MAX_SAFE_INTEGER {
+        return Err(ApiError::BadRequest("before is Unix seconds".into()));
+    }
+    let until = now + node.config.auth.revocation_ttl.as_secs();
+    // Stored first: a node that misses the command reloads it from there.
+    node.brokers
+        .cluster
+        .revoke(&b.user_id, before, until)
+        .await?;
+    node.brokers
+        .cluster
+        .control(Control::Revoke {
+            user_id: b.user_id,
+            before,
+            until,
+        })
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
 pub(super) struct DisconnectBody {
     user_id: Option<String>,
     session_id: Option<String>,

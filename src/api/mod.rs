@@ -182,6 +182,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/publish", post(handlers::publish))
         .route("/api/broadcast", post(handlers::broadcast))
         .route("/api/disconnect", post(handlers::disconnect))
+        .route("/api/revoke", post(handlers::revoke))
         .route("/api/subscribe", post(handlers::subscribe))
         .route("/api/unsubscribe", post(handlers::unsubscribe))
         .route("/api/presence/{channel}", get(handlers::presence))

@@ -261,6 +261,13 @@ pub enum Control {
         user_id: String,
         channel: ChannelName,
     },
+    /// `/api/revoke`: tokens of the user issued before `before` are refused until
+    /// `until` (Unix seconds), and its connections on such tokens close with 4003.
+    Revoke {
+        user_id: String,
+        before: u64,
+        until: u64,
+    },
     /// A read position moved (SPEC 15.1): the user's other connections subscribed to
     /// the channel get `read`, so a badge clears on every device.
     Read {
@@ -433,9 +440,10 @@ pub trait Cluster: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<(String, crate::events::Event)>, BrokerError>;
 
-    /// Appends an event the node decided (SPEC 17: `connect`, `disconnect`,
-    /// `subscribe`, `unsubscribe`); the broker's own transitions append theirs.
-    async fn emit(&self, event: crate::events::Event) -> Result<(), BrokerError>;
+    /// Appends events the node decided (SPEC 17: `connect`, `disconnect`,
+    /// `subscribe`, `unsubscribe`), in order; the broker's own transitions append
+    /// theirs.
+    async fn emit(&self, events: Vec<crate::events::Event>) -> Result<(), BrokerError>;
 
     /// Webhook delivery (SPEC 17): the next events for consumer group `group` (one
     /// per webhook): first those a dead consumer left unacknowledged, then new ones,
@@ -461,6 +469,12 @@ pub trait Cluster: Send + Sync + 'static {
     /// Takes or keeps the lease `name` for `holder` for `ttl`: one node at a time
     /// delivers a webhook's events, which keeps them in order. True when held.
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError>;
+
+    /// Records a revocation cluster-wide (nodes reload them: `revocations`).
+    async fn revoke(&self, user: &str, before: u64, until: u64) -> Result<(), BrokerError>;
+
+    /// Every revocation in force: (user, before, until), Unix seconds.
+    async fn revocations(&self) -> Result<Vec<(String, u64, u64)>, BrokerError>;
 
     /// Removes this node from the registry (clean shutdown).
     async fn deregister(&self);

@@ -347,6 +347,14 @@ impl Config {
                     "must be an http:// or https:// URL",
                 ));
             }
+            if w.secret.len() < 8 {
+                // Receivers verify the signature; a short or empty secret makes it
+                // worthless (SPEC 17), so it is refused rather than allowed by default.
+                return Err(key_err(
+                    format!("webhooks[{i}].secret"),
+                    "set a secret of at least 8 characters; receivers verify the signature with it",
+                ));
+            }
             if w.max_attempts == 0 {
                 return Err(key_err(
                     format!("webhooks[{i}].max_attempts"),
@@ -420,13 +428,13 @@ mod tests {
         assert_eq!(c.events.maxlen, 100_000);
         assert!(c.events.emits(EventKind::Occupied) && !c.events.emits(EventKind::Connect));
         let c = Config::from_toml(
-            "auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"w\"\n",
+            "auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"webhook-secret-123\"\n",
         )
         .expect("webhook");
         assert_eq!(c.webhooks[0].timeout, Duration::from_secs(5));
         assert_eq!(c.webhooks[0].max_attempts, 10);
         assert!(
-            !format!("{:?}", c.webhooks[0]).contains("\"w\""),
+            !format!("{:?}", c.webhooks[0]).contains("webhook-secret-123"),
             "secret redacted"
         );
         let e = Config::from_toml("auth.jwt_secret = \"s\"\n[[webhooks]]\nurl = \"ftp://x\"\n")

@@ -5,6 +5,7 @@
 
 mod conflate;
 mod outbox;
+mod revoked;
 mod state;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
 
 pub use outbox::{Item, Outbox, Pushed};
+pub use revoked::Revocations;
 pub use state::{NeedRead, StateWant};
 
 use crate::broker::{Control, Delivery, Sink, StateOpts, StateSnapshot, Target};
@@ -31,6 +33,8 @@ pub struct Who {
     pub user_id: Option<Arc<str>>,
     pub session_id: Option<Arc<str>>,
     pub info: Option<Arc<RawValue>>,
+    /// The connection token's issue time (revocations compare with it).
+    pub iat: Option<u64>,
 }
 
 impl Who {
@@ -153,6 +157,8 @@ pub struct Hub {
     channels: AtomicUsize,
     /// Channel entries per namespace (`limits.max_channels_per_namespace`).
     per_namespace: Mutex<HashMap<String, usize>>,
+    /// Revoked tokens, per user (SPEC 6).
+    pub revoked: Revocations,
     metrics: Arc<Metrics>,
 }
 
@@ -169,6 +175,7 @@ impl Hub {
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
             per_namespace: Mutex::new(HashMap::new()),
+            revoked: Revocations::default(),
             metrics,
         }
     }
@@ -561,6 +568,18 @@ impl Hub {
                 };
                 for conn in targets {
                     conn.close(CloseCode::from_code(*code), reason.clone());
+                }
+            }
+            Control::Revoke {
+                user_id,
+                before,
+                until,
+            } => {
+                self.revoked.revoke(user_id, *before, *until);
+                for conn in self.user_conns(user_id) {
+                    if conn.who().iat.is_none_or(|iat| iat < *before) {
+                        conn.close(CloseCode::Forbidden, Some("token revoked".into()));
+                    }
                 }
             }
             Control::Read {

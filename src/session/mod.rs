@@ -82,6 +82,8 @@ pub struct Session {
     pub rate: RateLimiter,
     /// The user this connection is registered under for the per-user limit.
     pub counted_user: Option<Box<str>>,
+    /// The connection token's `iat` (revocations compare with it).
+    pub token_iat: Option<u64>,
 }
 
 /// When a token expiring at `exp` (Unix seconds, `unix_now` now) runs out; absurd
@@ -107,6 +109,7 @@ impl Session {
             route,
             rate: RateLimiter::new(rate.0, rate.1, now),
             counted_user: None,
+            token_iat: None,
         }
     }
 

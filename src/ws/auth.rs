@@ -11,6 +11,7 @@ use super::Setup;
 use crate::auth::{unix_now, AuthError, ConnClaims};
 use crate::broker::{Control, Target};
 use crate::channel::ChannelName;
+use crate::config::EventKind;
 use crate::hub::Who;
 use crate::ids::new_session_id;
 use crate::metrics::AUTH_FAILURES;
@@ -66,6 +67,7 @@ impl Conn {
             user_id: self.session.ident.user_id.clone(),
             session_id: self.session.ident.session_id.clone(),
             info: self.session.ident.info.clone(),
+            iat: self.session.token_iat,
         };
         self.node.hub.set_who(&self.handle, who);
     }
@@ -160,6 +162,7 @@ impl Conn {
         }
         let sid = self.session.ident.session_id.clone();
         self.session.ident = claims.identity(sid);
+        self.session.token_iat = claims.iat;
         self.session.auth = AuthState::User {
             exp_at: exp_instant(claims.exp, unix_now(), now),
         };
@@ -189,6 +192,7 @@ impl Conn {
             exp_at: exp_instant(claims.exp, unix_now(), now),
         };
         self.session.ident = ident;
+        self.session.token_iat = claims.iat;
         self.set_who();
         for ch in drops {
             if self.unsubscribe_from(&ch) {
@@ -216,7 +220,12 @@ impl Conn {
                 return true;
             }
         };
+        let first = self.session.counted_user.is_none();
         self.session.counted_user = Some(Box::from(who));
+        if first {
+            self.node
+                .emit(EventKind::Connect, me, Some(who), None, None);
+        }
         if !who.starts_with("u:") {
             return true;
         }
@@ -272,7 +281,7 @@ impl Conn {
         resume: Option<String>,
     ) {
         match (token, resume) {
-            (Some(token), _) => match self.node.auth.verify_connection(&token) {
+            (Some(token), _) => match self.node.verify_connection(&token) {
                 Ok(claims) => self.become_user(claims, id).await,
                 Err(e) => self.auth_failed(id, &e),
             },

@@ -561,9 +561,20 @@ impl Conn {
             .metrics
             .counter(DISCONNECTS, "code", disconnect_label(code))
             .increment(1);
+        let who = self.session.counted_user.clone();
         // The hub lets go at once; the broker cleanup is the janitor's, with no
         // socket waiting on it (the socket itself is dropped with this task).
         self.session_end();
+        if let Some(who) = who.as_deref() {
+            // After the `unsubscribe` events of its channels.
+            self.node.emit(
+                crate::config::EventKind::Disconnect,
+                self.handle.id,
+                Some(who),
+                None,
+                Some(code),
+            );
+        }
         self.node.hub.unregister(&self.handle);
     }
 }

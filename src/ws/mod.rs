@@ -186,7 +186,7 @@ pub(crate) async fn upgrade(
         .unwrap_or_default();
     let token = bearer(headers).or_else(|| query.get("token").cloned().filter(|t| !t.is_empty()));
     let claims = match token {
-        Some(t) => match node.auth.verify_connection(&t) {
+        Some(t) => match node.verify_connection(&t) {
             Ok(c) => Some(c),
             Err(e) => return Refusal::Token(e).respond(&node),
         },

@@ -141,6 +141,7 @@ impl Conn {
             Ok(_) => {
                 self.session.add_sub(ch.clone(), grant);
                 self.node.joined(&self.handle, ch, &ns).await;
+                self.emit_sub(crate::config::EventKind::Subscribe, ch);
                 Ok(())
             }
             Err(e) => Err(broker_code(&e)),
@@ -182,7 +183,13 @@ impl Conn {
         if let Some(ns) = self.node.namespaces.get(ch.namespace()).cloned() {
             self.left_chore(ch, &ns);
         }
+        self.emit_sub(crate::config::EventKind::Unsubscribe, ch);
         true
+    }
+
+    fn emit_sub(&self, kind: crate::config::EventKind, ch: &ChannelName) {
+        let who = self.session.counted_user.as_deref();
+        self.node.emit(kind, self.handle.id, who, Some(ch), None);
     }
 
     fn left_chore(&self, ch: &ChannelName, ns: &Namespace) {
@@ -372,14 +379,15 @@ impl Conn {
     /// interest and the user registry are the janitor's, so nothing here waits on
     /// the broker.
     pub(super) fn session_end(&mut self) {
-        if let Some(who) = self.session.counted_user.take() {
-            self.node.chore(Chore::UserGone(who, self.handle.id));
-        }
         for sub in std::mem::take(&mut self.session.subs) {
+            self.emit_sub(crate::config::EventKind::Unsubscribe, &sub.channel);
             self.node.unsubscribe(&self.handle, &sub.channel);
             if let Some(ns) = self.node.namespaces.get(sub.channel.namespace()).cloned() {
                 self.left_chore(&sub.channel, &ns);
             }
+        }
+        if let Some(who) = self.session.counted_user.take() {
+            self.node.chore(Chore::UserGone(who, self.handle.id));
         }
     }
 }

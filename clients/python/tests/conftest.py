@@ -1,36 +1,16 @@
 """Fixtures: one redis-server and one node on it (broker = "redis") for the whole
-run, a fresh SDK client per test, WebSocket clients closed after each test, and the
-``pending`` switch for tests of server features that are not there yet."""
+run, a fresh SDK client per test, and WebSocket clients closed after each test.
+``tests/features`` starts nodes of its own, configured per module."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from harness import API_KEY, JWT_SECRET, Node, RedisServer, WsClient
 from switchyard_server import AsyncSwitchyardServer, SwitchyardServer
-
-PENDING = Path(__file__).parent / "pending"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--pending",
-        action="store_true",
-        default=os.environ.get("SWITCHYARD_PENDING") == "1",
-        help="also run tests/pending (server features not shipped yet)",
-    )
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if not config.getoption("--pending") and PENDING in (collection_path, *collection_path.parents):
-        return True
-    return None
-
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -144,9 +144,11 @@ impl Cluster for MemoryBroker {
             .collect())
     }
 
-    async fn emit(&self, event: Event) -> Result<(), BrokerError> {
-        self.metrics.event(event.event, 1);
-        self.events.append(event);
+    async fn emit(&self, events: Vec<Event>) -> Result<(), BrokerError> {
+        for e in events {
+            self.metrics.event(e.event, 1);
+            self.events.append(e);
+        }
         Ok(())
     }
 
@@ -205,6 +207,21 @@ impl Cluster for MemoryBroker {
     ) -> Result<bool, BrokerError> {
         // One node: it always holds.
         Ok(true)
+    }
+
+    async fn revoke(&self, user: &str, before: u64, until: u64) -> Result<(), BrokerError> {
+        let mut r = self.revoked.lock();
+        let slot = r.entry(user.to_owned()).or_insert((before, until));
+        slot.0 = slot.0.max(before);
+        slot.1 = slot.1.max(until);
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, u64, u64)>, BrokerError> {
+        let now = crate::auth::unix_now();
+        let mut r = self.revoked.lock();
+        r.retain(|_, (_, until)| *until > now);
+        Ok(r.iter().map(|(u, (b, t))| (u.clone(), *b, *t)).collect())
     }
 
     async fn deregister(&self) {}

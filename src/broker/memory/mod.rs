@@ -80,6 +80,8 @@ pub struct MemoryBroker {
     /// Webhook consumer groups: the newest event each acknowledged.
     groups: Mutex<HashMap<String, u64>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Revocations: user → (before, until), Unix seconds.
+    revoked: Mutex<HashMap<String, (u64, u64)>>,
     /// Counting presence: one node, so its own counts are the answer.
     counts: super::counts::LocalCounts,
     /// Read positions, receipts and fallbacks (SPEC 15).
@@ -110,6 +112,7 @@ impl MemoryBroker {
             counts: super::counts::LocalCounts::local_only(),
             dead: Log::new(config.events.maxlen),
             metrics,
+            revoked: Mutex::default(),
             groups: Mutex::default(),
             notify: Mutex::default(),
         });

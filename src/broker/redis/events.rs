@@ -39,13 +39,21 @@ impl RedisBroker {
         cmd
     }
 
-    pub(super) async fn emit_event(&self, e: &Event) -> Result<(), BrokerError> {
+    /// Appends in order, in one pipeline: the stream is one key, so on a cluster too
+    /// the commands go to one master in the order given.
+    pub(super) async fn emit_events(&self, events: &[Event]) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.add_command(self.xadd(self.keys.events(), fields(e)))
+                .ignore();
+        }
         let mut conn = self.conn().await?;
-        self.xadd(self.keys.events(), fields(e))
-            .query_async::<Value>(&mut conn)
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
-        self.metrics.event(e.event, 1);
+        for e in events {
+            self.metrics.event(e.event, 1);
+        }
         Ok(())
     }
 

@@ -34,6 +34,10 @@ impl Keys {
         let base = format!("{}:reads:{{{who}}}", self.prefix);
         [base.clone(), format!("{base}:exp")]
     }
+    /// Revocations: user → `<before>:<until>` (SPEC 6 `/api/revoke`).
+    pub(crate) fn revoked(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
     pub(crate) fn control(&self) -> String {
         format!("{}:{{__control__}}", self.prefix)
     }

@@ -425,8 +425,8 @@ impl Cluster for RedisBroker {
         Ok(super::wire::decode_events(entries))
     }
 
-    async fn emit(&self, event: crate::events::Event) -> Result<(), BrokerError> {
-        self.emit_event(&event).await
+    async fn emit(&self, events: Vec<crate::events::Event>) -> Result<(), BrokerError> {
+        self.emit_events(&events).await
     }
 
     async fn consume_events(
@@ -458,6 +458,37 @@ impl Cluster for RedisBroker {
         ttl: std::time::Duration,
     ) -> Result<bool, BrokerError> {
         self.hold_lease(name, holder, ttl).await
+    }
+
+    async fn revoke(&self, user: &str, before: u64, until: u64) -> Result<(), BrokerError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("switchyard_revoke")
+            .arg(1)
+            .arg(self.keys.revoked())
+            .arg(user)
+            .arg(before)
+            .arg(until);
+        let mut conn = self.conn().await?;
+        functions::call::<Value>(&mut conn, &self.library, &cmd).await?;
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, u64, u64)>, BrokerError> {
+        let mut conn = self.conn().await?;
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.keys.revoked())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        let now = crate::auth::unix_now();
+        Ok(all
+            .into_iter()
+            .filter_map(|(user, v)| {
+                let (b, u) = v.split_once(':')?;
+                Some((user, b.parse().ok()?, u.parse().ok()?))
+            })
+            .filter(|(_, _, until)| *until > now)
+            .collect())
     }
 
     async fn deregister(&self) {

@@ -137,3 +137,29 @@ local function vacate(keys, args)
   return {vacated and 1 or 0}
 end
 
+
+--   FCALL switchyard_revoke 1 <prefix>:revoked <user> <before> <until>
+-- Records a revocation (the later `before` and `until` win) and forgets expired ones.
+local function revoke(keys, args)
+  local user, before, till = args[1], tonumber(args[2]) or 0, tonumber(args[3]) or 0
+  local now = tonumber(redis.call('TIME')[1])
+  local old = redis.call('HGET', keys[1], user)
+  if old then
+    local b, u = string.match(old, '^(%d+):(%d+)$')
+    if b and tonumber(b) > before then before = tonumber(b) end
+    if u and tonumber(u) > till then till = tonumber(u) end
+  end
+  redis.call('HSET', keys[1], user, before .. ':' .. till)
+  local all = redis.call('HGETALL', keys[1])
+  local latest = till
+  for i = 1, #all, 2 do
+    local u = tonumber(string.match(all[i + 1], ':(%d+)$') or '0')
+    if u <= now then
+      redis.call('HDEL', keys[1], all[i])
+    elseif u > latest then
+      latest = u
+    end
+  end
+  redis.call('EXPIREAT', keys[1], latest)
+  return 1
+end

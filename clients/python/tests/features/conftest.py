@@ -1,9 +1,7 @@
-"""Tests of SDK methods whose server side is not shipped yet (state channels, unread,
-revoke, fallback, webhooks). Excluded from the default run; run them with
-``run-tests --pending`` (or ``SWITCHYARD_PENDING=1``) once the node has them.
-
-Each module starts its own node with the config it needs, on the session's
-redis-server under a prefix of its own."""
+"""Tests of SDK methods against node features configured per module (state
+channels, unread, revoke, fallback, webhooks). Each module starts its own node with
+the config it needs (``NODE_TOML``), on the session's redis-server under a prefix of
+its own."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from switchyard_server import AsyncSwitchyardServer, SwitchyardServer
 def pnode(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Node]:
     """A node configured with the module's ``NODE_TOML``."""
     toml = getattr(request.module, "NODE_TOML", "")
-    n = Node(toml, redis=redis_server, node_id="py-pending-node", prefix=f"pend{uuid.uuid4().hex[:6]}")
+    n = Node(toml, redis=redis_server, node_id="py-feature-node", prefix=f"feat{uuid.uuid4().hex[:6]}")
     yield n
     n.stop()
 

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { verifyWebhook, WebhookSignatureError } from '../../src/index.js';
-import { startStack, connectClient, eventually } from '../helpers.mjs';
+import { verifyWebhook, WebhookSignatureError } from '../src/index.js';
+import { startStack, connectClient, eventually } from './helpers.mjs';
 
 test('the events a node posts verify with the secret and carry the transitions', async (t) => {
   const received = [];

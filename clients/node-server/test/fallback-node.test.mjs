@@ -2,7 +2,7 @@
 // becomes exactly one `undelivered` event, read here with consume("events").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, redisFor, connectClient, eventually } from '../helpers.mjs';
+import { startStack, redisFor, connectClient, eventually } from './helpers.mjs';
 
 const RECEIPTS = '[namespaces.user]\nreceipts = true\nhistory_size = 100\nhistory_ttl = "1h"\n';
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startStack, connectClient, eventually } from '../helpers.mjs';
+import { startStack, connectClient, eventually } from './helpers.mjs';
 
 async function authAnswer(t, node, token) {
   const ws = new WebSocket(node.ws);

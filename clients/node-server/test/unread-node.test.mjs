@@ -2,7 +2,7 @@
 // mark_read, as a backend sees them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, redisFor, connectClient } from '../helpers.mjs';
+import { startStack, redisFor, connectClient } from './helpers.mjs';
 
 test('unread() gives offset, read_offset and unread per channel of a user', async (t) => {
   const redis = await redisFor(t);

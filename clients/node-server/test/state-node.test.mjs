@@ -2,7 +2,7 @@
 // FCALL switchyard_set, deletes, GET /api/state, and the state_max_keys limit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, redisFor, connectClient } from '../helpers.mjs';
+import { startStack, redisFor, connectClient } from './helpers.mjs';
 
 const LIVE = '[namespaces.live]\nsubscribe = "any"\nstate = true\nstate_max_keys = 3\n';
 const VIA_REDIS = { via: 'redis', stateMaxKeys: 3, stateTtl: 0 };
