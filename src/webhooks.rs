@@ -21,7 +21,7 @@ use crate::node::Node;
 const BATCH: usize = 100;
 const WINDOW: Duration = Duration::from_millis(100);
 /// How long a lease lasts without renewal (a dead holder's webhook resumes after it).
-const LEASE: Duration = Duration::from_secs(10);
+const LEASE: Duration = Duration::from_secs(5);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
 /// One webhook as the dispatcher sees it.

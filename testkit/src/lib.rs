@@ -8,6 +8,7 @@ pub mod backend;
 pub mod nginx;
 pub mod proxy;
 pub mod raw;
+pub mod receiver;
 pub mod redis;
 
 pub use backend::{Backend, Deployment};
@@ -411,6 +412,18 @@ impl Client {
             .await;
         assert_eq!(r["type"], "subscribed", "subscribe {channel}: {r}");
         r
+    }
+
+    /// Unsubscribes (waiting for `unsubscribed`), then closes normally.
+    pub async fn unsubscribe_and_close(mut self, channel: &str) {
+        let r = self
+            .request(
+                json!({"type": "unsubscribe", "payload": {"channel": channel}}),
+                "unsub",
+            )
+            .await;
+        assert_eq!(r["type"], "unsubscribed", "unsubscribe {channel}: {r}");
+        self.close().await;
     }
 
     /// Reads until the connection closes; returns the close and the `disconnect` before it.

@@ -41,8 +41,12 @@ use crate::protocol::Publication;
 /// This node's presence entries: channel → connection → (who, info JSON).
 type LocalPresence = HashMap<ChannelName, HashMap<String, (String, String)>>;
 
-/// How long a node's registry entry outlives its last heartbeat.
-const REGISTRY_TTL: Duration = Duration::from_secs(15);
+/// How long a node's registry entry outlives its last heartbeat (every 2 s): its
+/// `presence_ttl`, kept between three missed heartbeats and 15 s, so a crashed node's
+/// channels are vacated and its users go offline within `presence_ttl` (SPEC 17).
+fn registry_ttl(presence_ttl: Duration) -> Duration {
+    presence_ttl.clamp(Duration::from_secs(6), Duration::from_secs(15))
+}
 
 pub struct RedisBroker {
     keys: Keys,

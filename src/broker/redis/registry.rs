@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use redis::{self, Value};
 
-use super::{conn::classify, functions, Conn, RedisBroker, REGISTRY_TTL};
+use super::{conn::classify, functions, registry_ttl, Conn, RedisBroker};
 use crate::broker::{BrokerError, Cluster, Control, NodeReport};
 use crate::config::EventKind;
 use crate::ids::ConnId;
@@ -98,7 +98,8 @@ impl RedisBroker {
     }
 
     async fn live_nodes(&self, conn: &mut Conn) -> Result<HashSet<String>, BrokerError> {
-        let since = Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64);
+        let since =
+            Self::now_ms().saturating_sub(registry_ttl(self.presence_ttl).as_millis() as u64);
         let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.nodes())
             .arg(since)
@@ -142,7 +143,8 @@ impl RedisBroker {
     /// dead one (a lock in Redis) and removes its users' connections, recording the
     /// users that went offline with it.
     async fn reap_dead_nodes(&self, conn: &mut Conn) -> Result<(), BrokerError> {
-        let before = Self::now_ms().saturating_sub(REGISTRY_TTL.as_millis() as u64);
+        let before =
+            Self::now_ms().saturating_sub(registry_ttl(self.presence_ttl).as_millis() as u64);
         let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.nodes())
             .arg("-inf")
@@ -366,7 +368,7 @@ impl Cluster for RedisBroker {
             .arg(self.keys.node(&self.node_id))
             .arg(text)
             .arg("PX")
-            .arg(REGISTRY_TTL.as_millis() as u64)
+            .arg(registry_ttl(self.presence_ttl).as_millis() as u64)
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
